@@ -1,0 +1,281 @@
+//! What the application implements and sees: the [`Handler`] trait, message
+//! and connection-id types, and the upgrade decision.
+
+use std::any::Any;
+
+use crate::protocol::close::CloseCode;
+use crate::protocol::handshake::Request;
+use crate::server::{ConnCtx, Ctx};
+
+/// A data message, received or to be sent.
+///
+/// Received messages borrow the server's buffers: copy what you keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Message<'a> {
+    /// A UTF-8 text message.
+    Text(&'a str),
+    /// A binary message.
+    Binary(&'a [u8]),
+}
+
+impl<'a> Message<'a> {
+    /// The payload bytes.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        match self {
+            Message::Text(s) => s.as_bytes(),
+            Message::Binary(b) => b,
+        }
+    }
+
+    /// The payload length in bytes.
+    pub fn len(&self) -> usize {
+        self.as_bytes().len()
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.as_bytes().is_empty()
+    }
+}
+
+impl<'a> From<&'a str> for Message<'a> {
+    fn from(s: &'a str) -> Self {
+        Message::Text(s)
+    }
+}
+
+impl<'a> From<&'a [u8]> for Message<'a> {
+    fn from(b: &'a [u8]) -> Self {
+        Message::Binary(b)
+    }
+}
+
+/// Identifies one connection for its whole life.
+///
+/// It is the connection's slab slot plus a generation number unique to this
+/// connection, so an id kept after its connection closed never reaches a
+/// later connection that reuses the slot: sends to it report
+/// [`SendStatus::Closed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId {
+    pub(crate) key: usize,
+    pub(crate) generation: u64,
+}
+
+impl std::fmt::Display for ConnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "#{}.{}", self.key, self.generation)
+    }
+}
+
+/// What happened to a message handed to `send`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendStatus {
+    /// Queued for writing (and usually written before the loop sleeps).
+    Queued,
+    /// Skipped because the connection's outbound queue is over its cap and
+    /// the policy is [`Backpressure::Drop`](crate::Backpressure::Drop).
+    Dropped,
+    /// The connection's queue was over its cap and the policy closed it.
+    ClosedByBackpressure,
+    /// No such open connection (it closed, or the id is stale).
+    Closed,
+}
+
+/// The application's decision to accept an upgrade request.
+///
+/// ```
+/// use wsloop::Accept;
+/// let accept = Accept::new("alice".to_string())
+///     .protocol("chat.v1")
+///     .header("X-Server", "wsloop");
+/// # let _ = accept;
+/// ```
+#[derive(Debug)]
+pub struct Accept<S> {
+    pub(crate) state: S,
+    pub(crate) protocol: Option<String>,
+    pub(crate) headers: Vec<(String, String)>,
+}
+
+impl<S> Accept<S> {
+    /// Accepts, attaching `state` to the connection for its lifetime.
+    pub fn new(state: S) -> Accept<S> {
+        Accept {
+            state,
+            protocol: None,
+            headers: Vec::new(),
+        }
+    }
+
+    /// Selects a subprotocol; it should be one the client offered.
+    pub fn protocol(mut self, protocol: impl Into<String>) -> Accept<S> {
+        self.protocol = Some(protocol.into());
+        self
+    }
+
+    /// Adds a header to the `101` response.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Accept<S> {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+}
+
+/// An HTTP response: a refused upgrade, or a plain HTTP route.
+///
+/// ```
+/// use wsloop::Response;
+/// let denied = Response::new(401, "missing token").header("WWW-Authenticate", "Bearer");
+/// assert_eq!(denied.status(), 401);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub(crate) status: u16,
+    pub(crate) content_type: String,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
+}
+
+impl Response {
+    /// A `text/plain` response with `status` and `body`.
+    pub fn new(status: u16, body: impl Into<Vec<u8>>) -> Response {
+        Response {
+            status,
+            content_type: "text/plain; charset=utf-8".into(),
+            headers: Vec::new(),
+            body: body.into(),
+        }
+    }
+
+    /// Sets the `Content-Type`.
+    pub fn content_type(mut self, content_type: impl Into<String>) -> Response {
+        self.content_type = content_type.into();
+        self
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Response {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// The status code.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The body.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        crate::protocol::handshake::http_response(
+            self.status,
+            &headers,
+            &self.content_type,
+            &self.body,
+        )
+    }
+}
+
+/// The application's callbacks. Every method but [`Handler::on_upgrade`]
+/// has a default that does nothing.
+///
+/// All callbacks run on the loop's thread: keep them short. A panic inside
+/// one is caught; the connection it concerned is closed with 1011 and every
+/// other connection carries on.
+///
+/// ```
+/// use wsloop::{Accept, ConnCtx, Handler, Message, Request, Response};
+///
+/// /// Echoes every message; refuses clients without `?token=secret`.
+/// struct Echo;
+///
+/// impl Handler for Echo {
+///     type State = ();
+///     fn on_upgrade(&mut self, req: &Request<'_>) -> Result<Accept<()>, Response> {
+///         match req.query_param("token").as_deref() {
+///             Some("secret") => Ok(Accept::new(())),
+///             _ => Err(Response::new(401, "bad token")),
+///         }
+///     }
+///     fn on_message(&mut self, conn: &mut ConnCtx<'_, ()>, msg: Message<'_>) {
+///         conn.send(msg);
+///     }
+/// }
+/// ```
+pub trait Handler {
+    /// Per-connection application data, created when an upgrade is
+    /// accepted and reachable through [`ConnCtx::state`].
+    type State;
+
+    /// Decides whether to accept an upgrade request that passed RFC 6455
+    /// validation. Return the connection's initial state, or an HTTP
+    /// response (e.g. 401/403) to refuse it.
+    fn on_upgrade(&mut self, req: &Request<'_>) -> Result<Accept<Self::State>, Response>;
+
+    /// The connection is open: the `101` response is queued.
+    fn on_open(&mut self, conn: &mut ConnCtx<'_, Self::State>) {
+        let _ = conn;
+    }
+
+    /// A complete message arrived.
+    fn on_message(&mut self, conn: &mut ConnCtx<'_, Self::State>, msg: Message<'_>) {
+        let _ = (conn, msg);
+    }
+
+    /// The connection ended. `code` is the peer's close code, the code the
+    /// server closed with, or [`CloseCode::ABNORMAL`] (1006) when the
+    /// connection was lost without a close frame. Called exactly once for
+    /// every connection that was opened; sends to it are ignored.
+    fn on_close(&mut self, conn: &mut ConnCtx<'_, Self::State>, code: CloseCode, reason: &str) {
+        let _ = (conn, code, reason);
+    }
+
+    /// The connection broke a protocol rule or a limit and is being closed
+    /// with `error.code`; [`Handler::on_close`] follows.
+    fn on_error(&mut self, conn: &mut ConnCtx<'_, Self::State>, error: &crate::ProtocolError) {
+        let _ = (conn, error);
+    }
+
+    /// The connection's outbound queue, which had backed up, is empty again.
+    fn on_drain(&mut self, conn: &mut ConnCtx<'_, Self::State>) {
+        let _ = conn;
+    }
+
+    /// A plain HTTP request (no upgrade) arrived. Return a response to serve
+    /// it; `None` falls through to the built-in routes (`/healthz`,
+    /// `/metrics`) and then 404.
+    fn on_http(&mut self, ctx: &mut Ctx<'_, Self::State>, req: &Request<'_>) -> Option<Response> {
+        let _ = (ctx, req);
+        None
+    }
+
+    /// A mio source the application registered with
+    /// [`Ctx::user_token`] is ready.
+    fn on_source_event(
+        &mut self,
+        ctx: &mut Ctx<'_, Self::State>,
+        source: usize,
+        event: &mio::event::Event,
+    ) {
+        let _ = (ctx, source, event);
+    }
+
+    /// A timer set with [`Ctx::set_timer`] is due.
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self::State>, timer: u64) {
+        let _ = (ctx, timer);
+    }
+
+    /// A value posted from another thread with
+    /// [`Handle::post`](crate::Handle::post) arrived.
+    fn on_post(&mut self, ctx: &mut Ctx<'_, Self::State>, value: Box<dyn Any + Send>) {
+        let _ = (ctx, value);
+    }
+}

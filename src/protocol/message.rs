@@ -1,0 +1,333 @@
+//! The message decoder: client bytes in, complete messages and control
+//! frames out (RFC 6455 §5.4-5.6).
+//!
+//! The decoder is fed whatever bytes a read produced, in any split. It never
+//! holds more than it must: a partial header is kept in a 14-byte array, and
+//! payload bytes are copied only when a message cannot be handed out whole
+//! from the caller's buffer (it is fragmented, or its frame is still
+//! arriving). A complete unfragmented frame is unmasked in place and returned
+//! as a slice of the caller's buffer. Announced lengths are checked against
+//! the limits before anything is buffered, so a header that claims 2^62 bytes
+//! costs nothing.
+
+use super::ProtocolError;
+use super::close::{CloseCode, CloseFrame};
+use super::frame::{FrameHeader, MAX_HEADER_LEN, OpCode, apply_mask};
+use super::utf8::Utf8Validator;
+
+/// Size limits enforced while decoding. Exceeding one closes with 1009.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecoderLimits {
+    /// The largest payload one frame may announce.
+    pub max_frame_size: usize,
+    /// The largest message, summed over its fragments.
+    pub max_message_size: usize,
+    /// The most frames one message may be split into.
+    pub max_fragments: usize,
+}
+
+impl Default for DecoderLimits {
+    fn default() -> Self {
+        DecoderLimits {
+            max_frame_size: 16 << 20,
+            max_message_size: 16 << 20,
+            max_fragments: 100_000,
+        }
+    }
+}
+
+/// Something the peer sent that the application or the reactor must act on.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// A complete text message, validated as UTF-8.
+    Text(&'a str),
+    /// A complete binary message.
+    Binary(&'a [u8]),
+    /// A ping; the reactor answers with a pong carrying the same payload.
+    Ping(&'a [u8]),
+    /// A pong.
+    Pong(&'a [u8]),
+    /// A close frame, validated.
+    Close(CloseFrame<'a>),
+}
+
+/// The result of one [`Decoder::decode`] call.
+#[derive(Debug)]
+pub struct Decoded<'a> {
+    /// How many bytes of the input were used. Feed the rest next.
+    pub consumed: usize,
+    /// The event completed by those bytes, if any.
+    pub event: Option<Event<'a>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MessageKind {
+    Text,
+    Binary,
+}
+
+#[derive(Debug)]
+struct FrameInProgress {
+    header: FrameHeader,
+    received: usize,
+}
+
+/// A streaming decoder for the frames of one connection.
+///
+/// ```
+/// use wsloop::protocol::message::{Decoder, Event};
+/// let mut decoder = Decoder::default();
+/// // A masked "Hello" (RFC 6455 §5.7), fed in two pieces.
+/// let mut bytes = [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
+/// let (first, second) = bytes.split_at_mut(4);
+/// let d = decoder.decode(first).unwrap();
+/// assert_eq!((d.consumed, d.event), (4, None));
+/// let d = decoder.decode(second).unwrap();
+/// assert_eq!(d.event, Some(Event::Text("Hello")));
+/// ```
+#[derive(Debug, Default)]
+pub struct Decoder {
+    limits: DecoderLimits,
+    head: [u8; MAX_HEADER_LEN],
+    head_len: u8,
+    frame: Option<FrameInProgress>,
+    message: Option<MessageKind>,
+    fragments: usize,
+    payload: Vec<u8>,
+    control: Vec<u8>,
+    utf8: Utf8Validator,
+}
+
+impl Decoder {
+    /// A decoder enforcing `limits`.
+    pub fn new(limits: DecoderLimits) -> Decoder {
+        Decoder {
+            limits,
+            ..Decoder::default()
+        }
+    }
+
+    /// Whether the decoder holds no partial frame or message, so that the
+    /// peer stopped at a message boundary.
+    pub fn is_idle(&self) -> bool {
+        self.head_len == 0 && self.frame.is_none() && self.message.is_none()
+    }
+
+    /// Bytes of a message or frame held while waiting for the rest.
+    pub fn buffered(&self) -> usize {
+        self.payload.len() + self.control.len() + usize::from(self.head_len)
+    }
+
+    /// Frees assembly buffers that hold nothing still needed. Called by the
+    /// reactor after each batch so an idle connection keeps no heap memory.
+    pub fn release(&mut self) {
+        if self.message.is_none() && self.frame.is_none() {
+            self.payload = Vec::new();
+        }
+        if self.frame.is_none() {
+            self.control = Vec::new();
+        }
+    }
+
+    /// Decodes from the front of `input`, unmasking it in place.
+    ///
+    /// Returns how many bytes were used and the event they completed, if
+    /// any. Call again with the remaining bytes until all are consumed; a
+    /// call with non-empty input always consumes at least one byte or
+    /// returns an event. Errors carry the close code to send.
+    pub fn decode<'a>(&'a mut self, input: &'a mut [u8]) -> Result<Decoded<'a>, ProtocolError> {
+        let mut consumed = 0;
+        if self.frame.is_none() {
+            let Some(used) = self.read_header(input)? else {
+                return Ok(Decoded {
+                    consumed: input.len(),
+                    event: None,
+                });
+            };
+            consumed = used;
+        }
+        let input = &mut input[consumed..];
+        let frame = self.frame.as_mut().expect("a frame header was read");
+        let header = frame.header;
+        let mask = header.mask.unwrap_or_default();
+        let remaining = header.payload_len as usize - frame.received;
+
+        // Fast path: a whole frame that is a whole message or a control frame
+        // is unmasked in place and lent out without a copy.
+        let whole_message = header.fin && header.opcode != OpCode::Continuation;
+        if frame.received == 0 && input.len() >= remaining && whole_message {
+            self.frame = None;
+            if !header.opcode.is_control() {
+                self.message = None;
+            }
+            let payload = &mut input[..remaining];
+            apply_mask(payload, mask, 0);
+            let event = lend_event(header.opcode, payload)?;
+            return Ok(Decoded {
+                consumed: consumed + remaining,
+                event: Some(event),
+            });
+        }
+
+        // Slow path: copy what has arrived into the assembly buffer.
+        let take = remaining.min(input.len());
+        let chunk = &mut input[..take];
+        apply_mask(chunk, mask, frame.received);
+        frame.received += take;
+        consumed += take;
+        let frame_done = take == remaining;
+        if header.opcode.is_control() {
+            self.control.extend_from_slice(chunk);
+            if !frame_done {
+                return Ok(Decoded {
+                    consumed,
+                    event: None,
+                });
+            }
+            self.frame = None;
+            let event = lend_event(header.opcode, &self.control)?;
+            return Ok(Decoded {
+                consumed,
+                event: Some(event),
+            });
+        }
+        if self.message == Some(MessageKind::Text) && !self.utf8.feed(chunk) {
+            return Err(invalid_utf8());
+        }
+        self.payload.extend_from_slice(chunk);
+        if !frame_done {
+            return Ok(Decoded {
+                consumed,
+                event: None,
+            });
+        }
+        self.frame = None;
+        if !header.fin {
+            return Ok(Decoded {
+                consumed,
+                event: None,
+            });
+        }
+        let kind = self.message.take().expect("a message is in progress");
+        let event = match kind {
+            MessageKind::Binary => Event::Binary(&self.payload),
+            MessageKind::Text => {
+                if !self.utf8.is_complete() {
+                    return Err(invalid_utf8());
+                }
+                Event::Text(std::str::from_utf8(&self.payload).map_err(|_| invalid_utf8())?)
+            }
+        };
+        Ok(Decoded {
+            consumed,
+            event: Some(event),
+        })
+    }
+
+    /// Reads (the rest of) a frame header and starts the frame. Returns the
+    /// bytes of `input` used, or `None` when all of it went into a still
+    /// partial header.
+    fn read_header(&mut self, input: &[u8]) -> Result<Option<usize>, ProtocolError> {
+        let held = usize::from(self.head_len);
+        let decoded = if held == 0 {
+            FrameHeader::decode(input)?
+        } else {
+            let take = (MAX_HEADER_LEN - held).min(input.len());
+            let mut joined = self.head;
+            joined[held..held + take].copy_from_slice(&input[..take]);
+            FrameHeader::decode(&joined[..held + take])?.map(|(h, len)| (h, len - held))
+        };
+        let Some((header, used)) = decoded else {
+            // A partial header is always shorter than MAX_HEADER_LEN.
+            let take = input.len();
+            self.head[held..held + take].copy_from_slice(input);
+            self.head_len = (held + take) as u8;
+            return Ok(None);
+        };
+        self.head_len = 0;
+        self.start_frame(header)?;
+        Ok(Some(used))
+    }
+
+    fn start_frame(&mut self, header: FrameHeader) -> Result<(), ProtocolError> {
+        if header.mask.is_none() {
+            return Err(ProtocolError::new(
+                CloseCode::PROTOCOL_ERROR,
+                "client frame is not masked",
+            ));
+        }
+        if header.payload_len > self.limits.max_frame_size as u64 {
+            return Err(ProtocolError::new(CloseCode::TOO_BIG, "frame too big"));
+        }
+        let len = header.payload_len as usize;
+        match header.opcode {
+            OpCode::Close | OpCode::Ping | OpCode::Pong => self.control.clear(),
+            OpCode::Continuation => {
+                if self.message.is_none() {
+                    return Err(ProtocolError::new(
+                        CloseCode::PROTOCOL_ERROR,
+                        "continuation frame without a message to continue",
+                    ));
+                }
+                self.check_message_growth(len)?;
+            }
+            OpCode::Text | OpCode::Binary => {
+                if self.message.is_some() {
+                    return Err(ProtocolError::new(
+                        CloseCode::PROTOCOL_ERROR,
+                        "new message started before the previous one ended",
+                    ));
+                }
+                if len > self.limits.max_message_size {
+                    return Err(ProtocolError::new(CloseCode::TOO_BIG, "message too big"));
+                }
+                self.message = Some(if header.opcode == OpCode::Text {
+                    MessageKind::Text
+                } else {
+                    MessageKind::Binary
+                });
+                self.fragments = 1;
+                self.payload.clear();
+                self.utf8.reset();
+            }
+        }
+        self.frame = Some(FrameInProgress {
+            header,
+            received: 0,
+        });
+        Ok(())
+    }
+
+    fn check_message_growth(&mut self, len: usize) -> Result<(), ProtocolError> {
+        self.fragments += 1;
+        if self.fragments > self.limits.max_fragments {
+            return Err(ProtocolError::new(
+                CloseCode::TOO_BIG,
+                "message split into too many fragments",
+            ));
+        }
+        if self.payload.len().saturating_add(len) > self.limits.max_message_size {
+            return Err(ProtocolError::new(CloseCode::TOO_BIG, "message too big"));
+        }
+        Ok(())
+    }
+}
+
+fn invalid_utf8() -> ProtocolError {
+    ProtocolError::new(
+        CloseCode::INVALID_PAYLOAD,
+        "text message is not valid UTF-8",
+    )
+}
+
+/// Turns a complete, unmasked payload into an event that borrows it.
+fn lend_event(opcode: OpCode, payload: &[u8]) -> Result<Event<'_>, ProtocolError> {
+    Ok(match opcode {
+        OpCode::Text => Event::Text(std::str::from_utf8(payload).map_err(|_| invalid_utf8())?),
+        OpCode::Binary => Event::Binary(payload),
+        OpCode::Ping => Event::Ping(payload),
+        OpCode::Pong => Event::Pong(payload),
+        OpCode::Close => Event::Close(CloseFrame::parse(payload)?),
+        OpCode::Continuation => unreachable!("continuations are assembled"),
+    })
+}

@@ -1,0 +1,111 @@
+//! Server configuration: limits, timeouts and the backpressure policy.
+
+use std::time::Duration;
+
+use crate::protocol::close::CloseCode;
+use crate::protocol::handshake::HeadLimits;
+use crate::protocol::message::DecoderLimits;
+
+/// What happens to a message for a connection whose outbound queue is
+/// already over [`Config::max_outbound_buffer`].
+///
+/// This applies to messages from elsewhere (broadcasts, other connections,
+/// other threads). A connection's replies to itself are always queued; its
+/// reads pause instead, so TCP flow control slows that sender down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backpressure {
+    /// Skip the message for that connection and count it as dropped.
+    Drop,
+    /// Close the connection with this code (1008 or 1013 are usual), ahead
+    /// of its queued data, and count the message as dropped.
+    Close(CloseCode),
+}
+
+/// Everything tunable about a [`Server`](crate::Server). Start from
+/// `Config::default()` and change what you need.
+///
+/// ```
+/// use std::time::Duration;
+/// use wsloop::{Backpressure, Config};
+/// let config = Config {
+///     ping_interval: Some(Duration::from_secs(5)),
+///     backpressure: Backpressure::Drop,
+///     ..Config::default()
+/// };
+/// assert_eq!(config.max_message_size, 16 << 20);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Largest message, over all its fragments (default 16 MiB). Over it: 1009.
+    pub max_message_size: usize,
+    /// Largest payload one frame may announce (default 16 MiB). Over it: 1009.
+    pub max_frame_size: usize,
+    /// Most frames one message may span (default 100,000; admits a 4 MiB
+    /// message in 65,536 fragments). Over it: 1009.
+    pub max_fragments: usize,
+    /// Largest HTTP request head (default 8 KiB). Over it: 431.
+    pub max_header_bytes: usize,
+    /// Most header fields in a request (default 64). Over it: 431.
+    pub max_headers: usize,
+    /// Most simultaneous connections (default 100,000). Beyond it new
+    /// connections get `503` and are closed.
+    pub max_connections: usize,
+    /// Cap on a connection's queued outbound bytes (default 1 MiB).
+    pub max_outbound_buffer: usize,
+    /// Policy for messages that would exceed the cap (default: close 1008).
+    pub backpressure: Backpressure,
+    /// Time allowed to complete the upgrade request (default 10 s).
+    pub handshake_timeout: Duration,
+    /// Time allowed for the closing handshake before the socket is dropped
+    /// (default 5 s).
+    pub close_timeout: Duration,
+    /// Ping connections silent for this long (default 20 s; `None` disables
+    /// heartbeats).
+    pub ping_interval: Option<Duration>,
+    /// Close a connection that sends nothing for this long after a ping
+    /// (default 10 s). The application sees code 1006.
+    pub pong_timeout: Duration,
+    /// Close (1001) connections that send no message for this long, pings
+    /// and pongs not counting (default: none).
+    pub idle_timeout: Option<Duration>,
+    /// Size of the loop-wide read buffer (default 64 KiB).
+    pub read_buffer_size: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_message_size: 16 << 20,
+            max_frame_size: 16 << 20,
+            max_fragments: 100_000,
+            max_header_bytes: 8 * 1024,
+            max_headers: 64,
+            max_connections: 100_000,
+            max_outbound_buffer: 1 << 20,
+            backpressure: Backpressure::Close(CloseCode::POLICY),
+            handshake_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(5),
+            ping_interval: Some(Duration::from_secs(20)),
+            pong_timeout: Duration::from_secs(10),
+            idle_timeout: None,
+            read_buffer_size: 64 * 1024,
+        }
+    }
+}
+
+impl Config {
+    pub(crate) fn decoder_limits(&self) -> DecoderLimits {
+        DecoderLimits {
+            max_frame_size: self.max_frame_size,
+            max_message_size: self.max_message_size,
+            max_fragments: self.max_fragments,
+        }
+    }
+
+    pub(crate) fn head_limits(&self) -> HeadLimits {
+        HeadLimits {
+            max_bytes: self.max_header_bytes,
+            max_headers: self.max_headers,
+        }
+    }
+}

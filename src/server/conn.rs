@@ -1,0 +1,130 @@
+//! One connection: its socket, its phase, its output and its deadlines.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Instant;
+
+use mio::net::TcpStream;
+
+use super::config::Config;
+use super::outbox::Outbox;
+use crate::protocol::close::CloseCode;
+use crate::protocol::message::Decoder;
+
+/// Where a connection is in its life. Each variant holds exactly what that
+/// phase needs, so no flag can disagree with another.
+#[derive(Debug)]
+pub(crate) enum Phase {
+    /// Waiting for a complete upgrade (or plain HTTP) request. `buf` holds
+    /// a partial request head and stays unallocated when the whole head
+    /// arrives in one read.
+    Handshaking { buf: Vec<u8>, deadline: Instant },
+    /// An open WebSocket.
+    Open {
+        decoder: Decoder,
+        /// When the unanswered ping went out, if one did.
+        ping_sent: Option<Instant>,
+    },
+    /// Our close frame (or an HTTP response) is queued or sent; waiting for
+    /// the peer's close frame or EOF, at most until `deadline`.
+    Closing {
+        /// `None` once the input is no longer parsed (after a protocol
+        /// error, or for plain HTTP): it is read and discarded.
+        decoder: Option<Decoder>,
+        deadline: Instant,
+        /// Whether the peer's close frame has arrived.
+        peer_closed: bool,
+        /// What the application is told in `on_close`.
+        code: CloseCode,
+        reason: String,
+    },
+    /// Being removed; `on_close` is running.
+    Removing,
+}
+
+/// The application's part of an open connection.
+#[derive(Debug)]
+pub(crate) struct AppSlot<S> {
+    pub(crate) state: S,
+    pub(crate) topics: Vec<Rc<str>>,
+}
+
+/// A connection in the slab.
+#[derive(Debug)]
+pub(crate) struct Connection<S> {
+    pub(crate) stream: TcpStream,
+    pub(crate) generation: u64,
+    pub(crate) peer: SocketAddr,
+    pub(crate) phase: Phase,
+    pub(crate) outbox: Outbox,
+    /// Present from `on_open` until removal.
+    pub(crate) app: Option<AppSlot<S>>,
+    /// When bytes last arrived (heartbeats).
+    pub(crate) last_seen: Instant,
+    /// When a message last arrived (idle timeout).
+    pub(crate) last_message: Instant,
+    /// The deadline of this connection's live timer entry.
+    pub(crate) timer_at: Option<Instant>,
+    /// Queued for a flush at the end of this loop turn.
+    pub(crate) dirty: bool,
+    /// Reads stopped because the outbound queue is over its cap.
+    pub(crate) read_paused: bool,
+    /// A flush left bytes behind; `on_drain` fires when the queue empties.
+    pub(crate) congested: bool,
+    /// Our write side is shut down (everything we will ever send is out).
+    pub(crate) write_shut: bool,
+}
+
+impl<S> Connection<S> {
+    pub(crate) fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        generation: u64,
+        now: Instant,
+        config: &Config,
+    ) -> Self {
+        Connection {
+            stream,
+            generation,
+            peer,
+            phase: Phase::Handshaking {
+                buf: Vec::new(),
+                deadline: now + config.handshake_timeout,
+            },
+            outbox: Outbox::default(),
+            app: None,
+            last_seen: now,
+            last_message: now,
+            timer_at: None,
+            dirty: false,
+            read_paused: false,
+            congested: false,
+            write_shut: false,
+        }
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        matches!(self.phase, Phase::Open { .. })
+    }
+
+    /// The earliest moment something must happen to this connection.
+    pub(crate) fn next_deadline(&self, config: &Config) -> Option<Instant> {
+        match &self.phase {
+            Phase::Handshaking { deadline, .. } | Phase::Closing { deadline, .. } => {
+                Some(*deadline)
+            }
+            Phase::Open { ping_sent, .. } => {
+                let heartbeat = config.ping_interval.map(|interval| match ping_sent {
+                    Some(sent) if self.last_seen <= *sent => *sent + config.pong_timeout,
+                    _ => self.last_seen + interval,
+                });
+                let idle = config.idle_timeout.map(|idle| self.last_message + idle);
+                match (heartbeat, idle) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
+            Phase::Removing => None,
+        }
+    }
+}

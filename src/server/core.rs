@@ -1,0 +1,402 @@
+//! The loop's state apart from the application and the poller: the slab of
+//! connections, topics, timers, buffers and counters, with every operation
+//! that does not call back into the application.
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use mio::Registry;
+use slab::Slab;
+
+use super::config::{Backpressure, Config};
+use super::conn::{Connection, Phase};
+use super::metrics::Metrics;
+use super::outbox::BufferPool;
+use super::timers::{TimerKind, Timers};
+use super::topics::Topics;
+use crate::handler::{ConnId, Message, SendStatus};
+use crate::protocol::ProtocolError;
+use crate::protocol::close::{CloseCode, close_payload};
+use crate::protocol::frame::{OpCode, encode_frame, encoded_len};
+use crate::protocol::message::Decoder;
+
+pub(crate) struct Core<S> {
+    pub(crate) config: Config,
+    pub(crate) conns: Slab<Connection<S>>,
+    pub(crate) next_generation: u64,
+    pub(crate) topics: Topics,
+    pub(crate) timers: Timers,
+    pub(crate) pool: BufferPool,
+    /// Connections with output to flush at the end of this turn.
+    pub(crate) dirty: Vec<usize>,
+    /// Connections to read from again without waiting for an event: their
+    /// read budget ran out, or their reads resumed after backpressure.
+    pub(crate) pending_reads: Vec<usize>,
+    pub(crate) registry: Registry,
+    pub(crate) metrics: Metrics,
+    /// The time at the start of this loop turn.
+    pub(crate) now: Instant,
+    pub(crate) shutdown_requested: bool,
+    /// Reused list of recipients for fan-out.
+    scratch: Vec<usize>,
+}
+
+impl<S> Core<S> {
+    pub(crate) fn new(config: Config, registry: Registry) -> Core<S> {
+        Core {
+            config,
+            conns: Slab::new(),
+            next_generation: 1,
+            topics: Topics::default(),
+            timers: Timers::default(),
+            pool: BufferPool::default(),
+            dirty: Vec::new(),
+            pending_reads: Vec::new(),
+            registry,
+            metrics: Metrics::default(),
+            now: Instant::now(),
+            shutdown_requested: false,
+            scratch: Vec::new(),
+        }
+    }
+
+    pub(crate) fn id_of(&self, key: usize) -> ConnId {
+        ConnId {
+            key,
+            generation: self.conns[key].generation,
+        }
+    }
+
+    /// The slab key of `id` if that connection is still the one in the slot.
+    pub(crate) fn key_of(&self, id: ConnId) -> Option<usize> {
+        self.conns
+            .get(id.key)
+            .filter(|c| c.generation == id.generation)
+            .map(|_| id.key)
+    }
+
+    /// The slab key of `id` if it names an open connection.
+    pub(crate) fn open_key(&self, id: ConnId) -> Option<usize> {
+        self.key_of(id).filter(|&k| self.conns[k].is_open())
+    }
+
+    pub(crate) fn mark_dirty(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if !conn.dirty {
+            conn.dirty = true;
+            self.dirty.push(key);
+        }
+    }
+
+    /// Makes sure a timer entry exists no later than the connection's
+    /// earliest deadline.
+    pub(crate) fn schedule(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        let Some(due) = conn.next_deadline(&self.config) else {
+            return;
+        };
+        if conn.timer_at.is_some_and(|at| at <= due) {
+            return;
+        }
+        conn.timer_at = Some(due);
+        let generation = conn.generation;
+        self.timers
+            .schedule(due, TimerKind::Conn { key, generation });
+    }
+
+    /// Applies the outbound cap before queueing `len` more bytes. `exempt`
+    /// is true for a connection's replies to itself: those are always
+    /// queued, and its reads pause instead.
+    fn admit(&mut self, key: usize, len: usize, exempt: bool) -> Result<(), SendStatus> {
+        let queued = self.conns[key].outbox.queued();
+        if exempt || queued == 0 || queued + len <= self.config.max_outbound_buffer {
+            return Ok(());
+        }
+        self.metrics.dropped_backpressure += 1;
+        match self.config.backpressure {
+            Backpressure::Drop => Err(SendStatus::Dropped),
+            Backpressure::Close(code) => {
+                log::debug!(
+                    "{} over its outbound cap ({queued} bytes queued): closing",
+                    self.id_of(key)
+                );
+                self.close_urgently(key, code, "outbound queue over its cap");
+                Err(SendStatus::ClosedByBackpressure)
+            }
+        }
+    }
+
+    /// Queues a message for one open connection.
+    pub(crate) fn send_message(
+        &mut self,
+        key: usize,
+        msg: Message<'_>,
+        exempt: bool,
+    ) -> SendStatus {
+        let payload = msg.as_bytes();
+        let len = encoded_len(payload.len());
+        if let Err(status) = self.admit(key, len, exempt) {
+            return status;
+        }
+        let opcode = opcode_of(msg);
+        let conn = &mut self.conns[key];
+        conn.outbox.push_owned_with(&mut self.pool, len, |buf| {
+            encode_frame(buf, opcode, payload)
+        });
+        self.metrics.messages_out += 1;
+        self.mark_dirty(key);
+        SendStatus::Queued
+    }
+
+    /// Queues one shared frame for every open connection among `keys` but
+    /// `except`; returns how many took it. `exempt` is the connection on
+    /// whose behalf this runs (never dropped by the cap).
+    pub(crate) fn fan_out(
+        &mut self,
+        frame: Rc<Vec<u8>>,
+        except: Option<usize>,
+        exempt: Option<usize>,
+    ) -> usize {
+        let mut keys = std::mem::take(&mut self.scratch);
+        let mut delivered = 0;
+        for &key in &keys {
+            if Some(key) == except || !self.conns.get(key).is_some_and(Connection::is_open) {
+                continue;
+            }
+            if self.admit(key, frame.len(), Some(key) == exempt).is_err() {
+                continue;
+            }
+            self.conns[key].outbox.push_shared(frame.clone());
+            self.metrics.messages_out += 1;
+            self.mark_dirty(key);
+            delivered += 1;
+        }
+        keys.clear();
+        self.scratch = keys;
+        delivered
+    }
+
+    /// Fans `msg` out to every open connection.
+    pub(crate) fn broadcast(
+        &mut self,
+        msg: Message<'_>,
+        except: Option<usize>,
+        exempt: Option<usize>,
+    ) -> usize {
+        let frame = shared_frame(msg);
+        self.scratch.extend(self.conns.iter().map(|(k, _)| k));
+        self.fan_out(frame, except, exempt)
+    }
+
+    /// Fans `msg` out to the members of `topic`.
+    pub(crate) fn publish(
+        &mut self,
+        topic: &str,
+        msg: Message<'_>,
+        except: Option<usize>,
+        exempt: Option<usize>,
+    ) -> usize {
+        if self.topics.count(topic) == 0 {
+            return 0;
+        }
+        let frame = shared_frame(msg);
+        self.scratch.extend(self.topics.members(topic));
+        self.fan_out(frame, except, exempt)
+    }
+
+    /// Queues an already encoded frame built on another thread.
+    pub(crate) fn fan_out_encoded(&mut self, frame: Vec<u8>, recipients: Recipients<'_>) -> usize {
+        match recipients {
+            Recipients::All => self.scratch.extend(self.conns.iter().map(|(k, _)| k)),
+            Recipients::Topic(topic) => self.scratch.extend(self.topics.members(topic)),
+            Recipients::One(key) => self.scratch.push(key),
+        }
+        self.fan_out(Rc::new(frame), None, None)
+    }
+
+    pub(crate) fn subscribe(&mut self, key: usize, topic: &str) -> bool {
+        let Some(app) = self.conns[key].app.as_mut() else {
+            return false;
+        };
+        match self.topics.subscribe(topic, key) {
+            Some(name) => {
+                app.topics.push(name);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn unsubscribe(&mut self, key: usize, topic: &str) -> bool {
+        let Some(app) = self.conns[key].app.as_mut() else {
+            return false;
+        };
+        app.topics.retain(|t| &**t != topic);
+        self.topics.unsubscribe(topic, key)
+    }
+
+    /// Leaves every topic (the connection is going away).
+    pub(crate) fn leave_all_topics(&mut self, key: usize) {
+        let topics = self.conns[key]
+            .app
+            .as_mut()
+            .map(|app| std::mem::take(&mut app.topics))
+            .unwrap_or_default();
+        for topic in topics {
+            self.topics.unsubscribe(&topic, key);
+        }
+    }
+
+    /// Starts the closing handshake from our side after queued data: the
+    /// peer gets everything sent before, then the close frame.
+    pub(crate) fn close_gracefully(&mut self, key: usize, code: CloseCode, reason: &str) {
+        if let Phase::Open { decoder, .. } = &mut self.conns[key].phase {
+            let decoder = std::mem::take(decoder);
+            let frame = close_frame(code, reason);
+            let len = frame.len();
+            let conn = &mut self.conns[key];
+            conn.outbox
+                .push_owned_with(&mut self.pool, len, |buf| buf.extend_from_slice(&frame));
+            self.enter_closing(key, Some(decoder), false, code, reason);
+        }
+    }
+
+    /// Closes ahead of queued data, which is discarded: the connection is
+    /// failing (a limit, a timeout, a handler panic).
+    pub(crate) fn close_urgently(&mut self, key: usize, code: CloseCode, reason: &str) {
+        if let Phase::Open { decoder, .. } = &mut self.conns[key].phase {
+            let decoder = std::mem::take(decoder);
+            self.conns[key]
+                .outbox
+                .push_urgent(close_frame(code, reason), true);
+            self.enter_closing(key, Some(decoder), false, code, reason);
+        }
+    }
+
+    /// The peer broke the protocol: after what was already queued (replies
+    /// to its valid messages), send the error's close code, stop parsing its
+    /// input, and wait for it to hang up.
+    pub(crate) fn fail(&mut self, key: usize, error: &ProtocolError) {
+        let conn = &mut self.conns[key];
+        match &mut conn.phase {
+            Phase::Open { .. } => {
+                let frame = close_frame(error.code, error.reason);
+                conn.outbox
+                    .push_owned_with(&mut self.pool, frame.len(), |buf| {
+                        buf.extend_from_slice(&frame)
+                    });
+                self.enter_closing(key, None, false, error.code, error.reason);
+            }
+            Phase::Closing { decoder, .. } => *decoder = None,
+            _ => {}
+        }
+    }
+
+    /// The peer sent a close frame. In the open phase it is answered (with
+    /// its code, or 1000 for an empty close) after queued data.
+    pub(crate) fn peer_closed(&mut self, key: usize, code: CloseCode, reason: &str) {
+        let conn = &mut self.conns[key];
+        match &mut conn.phase {
+            Phase::Open { .. } => {
+                let echo = if code == CloseCode::NO_STATUS {
+                    CloseCode::NORMAL
+                } else {
+                    code
+                };
+                let frame = close_frame(echo, "");
+                conn.outbox
+                    .push_owned_with(&mut self.pool, frame.len(), |buf| {
+                        buf.extend_from_slice(&frame)
+                    });
+                self.enter_closing(key, None, true, code, reason);
+            }
+            Phase::Closing {
+                peer_closed,
+                decoder,
+                ..
+            } => {
+                *peer_closed = true;
+                *decoder = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// Queues a final HTTP response; the connection is dropped once it is
+    /// written and the peer hung up (or the close timeout passed).
+    pub(crate) fn respond_and_close(&mut self, key: usize, response: Vec<u8>) {
+        let conn = &mut self.conns[key];
+        conn.outbox
+            .push_owned_with(&mut self.pool, response.len(), |buf| {
+                buf.extend_from_slice(&response)
+            });
+        conn.phase = Phase::Closing {
+            decoder: None,
+            deadline: self.now + self.config.close_timeout,
+            peer_closed: false,
+            code: CloseCode::ABNORMAL,
+            reason: String::new(),
+        };
+        self.mark_dirty(key);
+        self.schedule(key);
+    }
+
+    fn enter_closing(
+        &mut self,
+        key: usize,
+        decoder: Option<Decoder>,
+        peer_closed: bool,
+        code: CloseCode,
+        reason: &str,
+    ) {
+        self.conns[key].phase = Phase::Closing {
+            decoder,
+            deadline: self.now + self.config.close_timeout,
+            peer_closed,
+            code,
+            reason: reason.to_owned(),
+        };
+        self.mark_dirty(key);
+        self.schedule(key);
+    }
+
+    /// Queues a ping (heartbeat) ahead of data.
+    pub(crate) fn send_ping(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if let Phase::Open { ping_sent, .. } = &mut conn.phase {
+            *ping_sent = Some(self.now);
+            let mut frame = Vec::with_capacity(2);
+            encode_frame(&mut frame, OpCode::Ping, b"");
+            conn.outbox.push_urgent(frame, false);
+            self.mark_dirty(key);
+        }
+    }
+}
+
+/// Who a frame from another thread goes to.
+pub(crate) enum Recipients<'a> {
+    All,
+    Topic(&'a str),
+    One(usize),
+}
+
+pub(crate) fn opcode_of(msg: Message<'_>) -> OpCode {
+    match msg {
+        Message::Text(_) => OpCode::Text,
+        Message::Binary(_) => OpCode::Binary,
+    }
+}
+
+/// Encodes `msg` once, to be shared by every recipient.
+pub(crate) fn shared_frame(msg: Message<'_>) -> Rc<Vec<u8>> {
+    let mut frame = Vec::with_capacity(encoded_len(msg.len()));
+    encode_frame(&mut frame, opcode_of(msg), msg.as_bytes());
+    Rc::new(frame)
+}
+
+fn close_frame(code: CloseCode, reason: &str) -> Vec<u8> {
+    let payload = close_payload(code, reason);
+    let mut frame = Vec::with_capacity(encoded_len(payload.len()));
+    encode_frame(&mut frame, OpCode::Close, &payload);
+    frame
+}

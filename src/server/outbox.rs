@@ -1,0 +1,313 @@
+//! A connection's outbound queue: encoded frames waiting to be written.
+//!
+//! Frames are written corked: everything queued during a loop turn goes out
+//! in one `writev`. Broadcast frames are shared (`Rc`), so a recipient that
+//! cannot take one now holds a pointer and an offset, never a copy. Control
+//! frames that must not wait (pongs, and closes that end a failing
+//! connection) go in an urgent lane that is written ahead of queued data,
+//! but never in the middle of a partly written frame.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Write};
+use std::rc::Rc;
+
+/// The most buffers handed to one `writev`.
+const MAX_IOVECS: usize = 64;
+/// Small owned frames are appended to the previous owned chunk up to this
+/// size, so a burst of replies costs one buffer and one iovec.
+const COALESCE_LIMIT: usize = 64 * 1024;
+/// Pongs queued before older ones are dropped.
+const MAX_PENDING_PONGS: usize = 16;
+
+/// One queued piece of output.
+#[derive(Debug)]
+pub(crate) enum Chunk {
+    /// Bytes only this connection will send.
+    Owned(Vec<u8>),
+    /// A frame shared with other recipients of the same broadcast.
+    Shared(Rc<Vec<u8>>),
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Owned(v) => v,
+            Chunk::Shared(v) => v,
+        }
+    }
+}
+
+/// A loop-wide pool of spare buffers, so replies do not allocate in the
+/// steady state.
+#[derive(Debug, Default)]
+pub(crate) struct BufferPool {
+    spare: Vec<Vec<u8>>,
+}
+
+impl BufferPool {
+    const MAX_SPARE: usize = 256;
+    const MAX_KEPT_CAPACITY: usize = 64 * 1024;
+
+    pub(crate) fn take(&mut self) -> Vec<u8> {
+        self.spare.pop().unwrap_or_default()
+    }
+
+    pub(crate) fn give(&mut self, mut buf: Vec<u8>) {
+        if buf.capacity() <= Self::MAX_KEPT_CAPACITY && self.spare.len() < Self::MAX_SPARE {
+            buf.clear();
+            self.spare.push(buf);
+        }
+    }
+}
+
+/// The outbound queue of one connection.
+#[derive(Debug, Default)]
+pub(crate) struct Outbox {
+    /// The chunk being written and how much of it is already out.
+    partial: Option<(Chunk, usize)>,
+    /// Pongs not yet started, at most [`MAX_PENDING_PONGS`]: past that the
+    /// oldest is dropped, so a ping flood cannot grow the queue (RFC 6455
+    /// §5.5.3 allows answering only the most recent ping).
+    pongs: VecDeque<Vec<u8>>,
+    urgent: VecDeque<Chunk>,
+    data: VecDeque<Chunk>,
+    /// Unwritten bytes across all lanes.
+    queued: usize,
+}
+
+impl Outbox {
+    /// Unwritten bytes.
+    pub(crate) fn queued(&self) -> usize {
+        self.queued
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queued == 0
+    }
+
+    /// Appends an owned frame to the data lane, written by `encode` into a
+    /// buffer taken from the pool or shared with the previous small frame.
+    pub(crate) fn push_owned_with(
+        &mut self,
+        pool: &mut BufferPool,
+        len_hint: usize,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) {
+        let buf = match self.data.back_mut() {
+            Some(Chunk::Owned(buf)) if buf.len() + len_hint <= COALESCE_LIMIT => buf,
+            _ => {
+                self.data.push_back(Chunk::Owned(pool.take()));
+                match self.data.back_mut() {
+                    Some(Chunk::Owned(buf)) => buf,
+                    _ => unreachable!("an owned chunk was just pushed"),
+                }
+            }
+        };
+        let before = buf.len();
+        encode(buf);
+        self.queued += buf.len() - before;
+    }
+
+    /// Appends a shared frame to the data lane.
+    pub(crate) fn push_shared(&mut self, frame: Rc<Vec<u8>>) {
+        self.queued += frame.len();
+        self.data.push_back(Chunk::Shared(frame));
+    }
+
+    /// Queues a pong ahead of data, dropping the oldest unsent pong when
+    /// too many are waiting.
+    pub(crate) fn push_pong(&mut self, frame: Vec<u8>) {
+        if self.pongs.len() == MAX_PENDING_PONGS
+            && let Some(old) = self.pongs.pop_front()
+        {
+            self.queued -= old.len();
+        }
+        self.queued += frame.len();
+        self.pongs.push_back(frame);
+    }
+
+    /// Queues a frame ahead of data. With `discard_data`, queued data not
+    /// yet started is dropped (the frame is a close ending the connection,
+    /// and nothing may follow it).
+    pub(crate) fn push_urgent(&mut self, frame: Vec<u8>, discard_data: bool) {
+        if discard_data {
+            let dropped: usize = self.data.drain(..).map(|c| c.bytes().len()).sum();
+            self.queued -= dropped;
+        }
+        self.queued += frame.len();
+        self.urgent.push_back(Chunk::Owned(frame));
+    }
+
+    /// Writes as much as the socket takes. Returns the bytes written; stops
+    /// without error at `WouldBlock`.
+    pub(crate) fn flush(
+        &mut self,
+        stream: &mut impl Write,
+        pool: &mut BufferPool,
+    ) -> io::Result<usize> {
+        let mut total = 0;
+        while self.queued > 0 {
+            let written = {
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                let mut count = 0;
+                let partial = self.partial.iter().map(|(c, off)| &c.bytes()[*off..]);
+                let pong = self.pongs.iter().map(Vec::as_slice);
+                let rest = self.urgent.iter().chain(self.data.iter()).map(Chunk::bytes);
+                for bytes in partial.chain(pong).chain(rest).take(MAX_IOVECS) {
+                    slices[count] = IoSlice::new(bytes);
+                    count += 1;
+                }
+                match stream.write_vectored(&slices[..count]) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            };
+            self.consume(written, pool);
+            total += written;
+        }
+        Ok(total)
+    }
+
+    /// Drops `n` written bytes from the front, in write order.
+    fn consume(&mut self, mut n: usize, pool: &mut BufferPool) {
+        self.queued -= n;
+        if let Some((chunk, offset)) = self.partial.take() {
+            let left = chunk.bytes().len() - offset;
+            if n < left {
+                self.partial = Some((chunk, offset + n));
+                return;
+            }
+            n -= left;
+            recycle(chunk, pool);
+        }
+        while n > 0 {
+            let chunk = match self.pongs.pop_front() {
+                Some(pong) => Chunk::Owned(pong),
+                None => match self.urgent.pop_front() {
+                    Some(chunk) => chunk,
+                    None => self.data.pop_front().expect("written bytes were queued"),
+                },
+            };
+            let len = chunk.bytes().len();
+            if n < len {
+                self.partial = Some((chunk, n));
+                return;
+            }
+            n -= len;
+            recycle(chunk, pool);
+        }
+    }
+}
+
+fn recycle(chunk: Chunk, pool: &mut BufferPool) {
+    if let Chunk::Owned(buf) = chunk {
+        pool.give(buf);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer that takes at most `limit` bytes per call, then blocks.
+    struct Trickle {
+        out: Vec<u8>,
+        per_call: usize,
+        calls_left: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.write_vectored(&[IoSlice::new(buf)])
+        }
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            if self.calls_left == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.calls_left -= 1;
+            let mut n = 0;
+            for b in bufs {
+                let take = (self.per_call - n).min(b.len());
+                self.out.extend_from_slice(&b[..take]);
+                n += take;
+            }
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn urgent_frames_never_split_a_partly_written_frame() {
+        let mut pool = BufferPool::default();
+        let mut outbox = Outbox::default();
+        outbox.push_shared(Rc::new(vec![1; 10]));
+        outbox.push_shared(Rc::new(vec![2; 10]));
+        let mut sink = Trickle {
+            out: Vec::new(),
+            per_call: 4,
+            calls_left: 1,
+        };
+        outbox.flush(&mut sink, &mut pool).unwrap();
+        outbox.push_pong(vec![0x8A, 0]);
+        sink.calls_left = usize::MAX;
+        sink.per_call = 3;
+        outbox.flush(&mut sink, &mut pool).unwrap();
+        let mut expected = vec![1; 10];
+        expected.extend_from_slice(&[0x8A, 0]);
+        expected.extend_from_slice(&[2; 10]);
+        assert_eq!(sink.out, expected);
+        assert!(outbox.is_empty());
+    }
+
+    #[test]
+    fn ping_flood_keeps_one_pending_pong() {
+        let mut outbox = Outbox::default();
+        for i in 0..1000u32 {
+            outbox.push_pong(vec![
+                0x8A,
+                4,
+                (i >> 24) as u8,
+                (i >> 16) as u8,
+                (i >> 8) as u8,
+                i as u8,
+            ]);
+        }
+        assert_eq!(outbox.queued(), 6 * MAX_PENDING_PONGS);
+    }
+
+    #[test]
+    fn small_owned_frames_share_one_buffer() {
+        let mut pool = BufferPool::default();
+        let mut outbox = Outbox::default();
+        for _ in 0..100 {
+            outbox.push_owned_with(&mut pool, 3, |b| b.extend_from_slice(b"abc"));
+        }
+        assert_eq!(outbox.data.len(), 1);
+        assert_eq!(outbox.queued(), 300);
+    }
+
+    #[test]
+    fn discarding_data_keeps_the_partial_frame_whole() {
+        let mut pool = BufferPool::default();
+        let mut outbox = Outbox::default();
+        outbox.push_shared(Rc::new(vec![1; 10]));
+        outbox.push_shared(Rc::new(vec![2; 10]));
+        let mut sink = Trickle {
+            out: Vec::new(),
+            per_call: 5,
+            calls_left: 1,
+        };
+        outbox.flush(&mut sink, &mut pool).unwrap();
+        outbox.push_urgent(vec![0x88, 0], true);
+        sink.calls_left = usize::MAX;
+        outbox.flush(&mut sink, &mut pool).unwrap();
+        let mut expected = vec![1; 10];
+        expected.extend_from_slice(&[0x88, 0]);
+        assert_eq!(sink.out, expected);
+    }
+}

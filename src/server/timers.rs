@@ -1,0 +1,80 @@
+//! Deadlines: one min-heap for connection timeouts, accept back-off and the
+//! application's timers.
+//!
+//! Each connection has at most one live entry, for its earliest deadline.
+//! Activity that pushes a deadline later (a message resets the ping timer)
+//! does not touch the heap: when the entry comes due, the reactor
+//! re-evaluates the connection and schedules the next one. An entry whose
+//! connection moved to an earlier deadline, or closed, is stale and skipped.
+//! So an idle connection costs one heap entry and one wake-up per ping
+//! interval, and the poll timeout is always the next real deadline.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+/// Deadlines closer together than this are served by one wake-up, so a
+/// burst of connections accepted together is swept together.
+pub(crate) const SLACK: Duration = Duration::from_millis(2);
+
+/// What a deadline is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum TimerKind {
+    /// A connection's next deadline (slab key and generation).
+    Conn { key: usize, generation: u64 },
+    /// Retry accepting after the process ran out of descriptors.
+    ResumeAccept,
+    /// An application timer.
+    User(u64),
+}
+
+/// A min-heap of deadlines.
+#[derive(Debug, Default)]
+pub(crate) struct Timers {
+    heap: BinaryHeap<Reverse<(Instant, TimerKind)>>,
+}
+
+impl Timers {
+    pub(crate) fn schedule(&mut self, at: Instant, kind: TimerKind) {
+        self.heap.push(Reverse((at, kind)));
+    }
+
+    /// The earliest deadline, if any.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Removes and returns one entry due at `now` (within [`SLACK`]).
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Instant, TimerKind)> {
+        match self.heap.peek() {
+            Some(Reverse((at, _))) if *at <= now + SLACK => self.heap.pop().map(|Reverse(e)| e),
+            _ => None,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.heap.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pops_in_deadline_order_and_only_when_due() {
+        let t0 = Instant::now();
+        let mut timers = Timers::default();
+        timers.schedule(t0 + Duration::from_secs(3), TimerKind::User(3));
+        timers.schedule(t0 + Duration::from_secs(1), TimerKind::User(1));
+        timers.schedule(t0 + Duration::from_secs(2), TimerKind::User(2));
+        assert_eq!(timers.next_deadline(), Some(t0 + Duration::from_secs(1)));
+        assert_eq!(timers.pop_due(t0), None);
+        let due: Vec<_> = std::iter::from_fn(|| timers.pop_due(t0 + Duration::from_secs(2)))
+            .map(|(_, k)| k)
+            .collect();
+        assert_eq!(due, [TimerKind::User(1), TimerKind::User(2)]);
+        assert_eq!(timers.len(), 1);
+    }
+}
