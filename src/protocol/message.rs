@@ -331,3 +331,185 @@ fn lend_event(opcode: OpCode, payload: &[u8]) -> Result<Event<'_>, ProtocolError
         OpCode::Continuation => unreachable!("continuations are assembled"),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::frame::MAX_HEADER_LEN;
+
+    const KEY: [u8; 4] = [0x11, 0x22, 0x33, 0x44];
+
+    /// A masked client frame.
+    fn frame(fin: bool, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+        let header = FrameHeader {
+            fin,
+            opcode,
+            mask: Some(KEY),
+            payload_len: payload.len() as u64,
+        };
+        let mut head = [0u8; MAX_HEADER_LEN];
+        let n = header.encode(&mut head);
+        let mut out = head[..n].to_vec();
+        let mut body = payload.to_vec();
+        apply_mask(&mut body, KEY, 0);
+        out.extend_from_slice(&body);
+        out
+    }
+
+    #[derive(Debug, PartialEq)]
+    enum Owned {
+        Text(String),
+        Binary(Vec<u8>),
+        Ping(Vec<u8>),
+        Pong(Vec<u8>),
+        Close(u16, String),
+    }
+
+    /// Feeds `bytes` in pieces of `piece` bytes; collects events or the error.
+    fn run(decoder: &mut Decoder, bytes: &[u8], piece: usize) -> Result<Vec<Owned>, ProtocolError> {
+        let mut events = Vec::new();
+        for chunk in bytes.chunks(piece.max(1)) {
+            let mut chunk = chunk.to_vec();
+            let mut at = 0;
+            while at < chunk.len() {
+                let decoded = decoder.decode(&mut chunk[at..])?;
+                assert!(
+                    decoded.consumed > 0 || decoded.event.is_some(),
+                    "no progress"
+                );
+                at += decoded.consumed;
+                events.extend(decoded.event.map(|e| match e {
+                    Event::Text(t) => Owned::Text(t.to_string()),
+                    Event::Binary(b) => Owned::Binary(b.to_vec()),
+                    Event::Ping(p) => Owned::Ping(p.to_vec()),
+                    Event::Pong(p) => Owned::Pong(p.to_vec()),
+                    Event::Close(c) => Owned::Close(c.code.as_u16(), c.reason.to_string()),
+                }));
+            }
+            decoder.release();
+        }
+        Ok(events)
+    }
+
+    #[test]
+    fn fragmented_message_with_interleaved_ping_in_any_split() {
+        let text = "héllo wörld €";
+        let bytes = text.as_bytes();
+        let mut stream = frame(false, OpCode::Text, &bytes[..2]); // splits 'é'
+        stream.extend(frame(true, OpCode::Ping, b"p"));
+        stream.extend(frame(false, OpCode::Continuation, &bytes[2..9]));
+        stream.extend(frame(true, OpCode::Continuation, &bytes[9..]));
+        stream.extend(frame(true, OpCode::Binary, &[1, 2, 3]));
+        stream.extend(frame(true, OpCode::Close, &[0x03, 0xE8, b'b', b'y', b'e']));
+        for piece in 1..=stream.len() {
+            let events = run(&mut Decoder::default(), &stream, piece).unwrap();
+            assert_eq!(
+                events,
+                [
+                    Owned::Ping(b"p".to_vec()),
+                    Owned::Text(text.to_string()),
+                    Owned::Binary(vec![1, 2, 3]),
+                    Owned::Close(1000, "bye".into()),
+                ],
+                "piece {piece}"
+            );
+        }
+    }
+
+    #[test]
+    fn whole_frames_are_lent_from_the_input_without_copying() {
+        let mut decoder = Decoder::default();
+        let mut bytes = frame(true, OpCode::Binary, &[7; 300]);
+        let start = bytes.as_ptr() as usize;
+        let decoded = decoder.decode(&mut bytes).unwrap();
+        let Some(Event::Binary(payload)) = decoded.event else {
+            panic!("expected a binary message");
+        };
+        let at = payload.as_ptr() as usize;
+        assert!(
+            at > start && at < start + 20,
+            "payload is a slice of the input"
+        );
+        assert_eq!(decoder.buffered(), 0);
+    }
+
+    #[test]
+    fn oversized_announcements_fail_before_buffering() {
+        let limits = DecoderLimits {
+            max_frame_size: 1 << 20,
+            max_message_size: 1000,
+            max_fragments: 3,
+        };
+        // Only the header of a 2^40-byte frame: refused, nothing allocated.
+        let mut header = [0u8; MAX_HEADER_LEN];
+        let n = FrameHeader {
+            fin: true,
+            opcode: OpCode::Binary,
+            mask: Some(KEY),
+            payload_len: 1 << 40,
+        }
+        .encode(&mut header);
+        let err = run(&mut Decoder::new(limits), &header[..n], n).unwrap_err();
+        assert_eq!(err.code, CloseCode::TOO_BIG);
+        // A message whose fragments add up past the limit.
+        let mut stream = frame(false, OpCode::Binary, &[0; 600]);
+        stream.extend(frame(true, OpCode::Continuation, &[0; 600]));
+        let mut decoder = Decoder::new(limits);
+        let err = run(&mut decoder, &stream, 700).unwrap_err();
+        assert_eq!(err.code, CloseCode::TOO_BIG);
+        assert!(decoder.buffered() <= 600);
+        // Too many fragments.
+        let mut stream = frame(false, OpCode::Binary, b"x");
+        for _ in 0..3 {
+            stream.extend(frame(false, OpCode::Continuation, b"x"));
+        }
+        assert_eq!(
+            run(&mut Decoder::new(limits), &stream, 64)
+                .unwrap_err()
+                .code,
+            CloseCode::TOO_BIG
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_fails_at_the_fragment_not_the_end() {
+        let mut stream = frame(false, OpCode::Text, b"ok");
+        stream.extend(frame(false, OpCode::Continuation, &[0xF4, 0x90])); // > U+10FFFF
+        let err = run(&mut Decoder::default(), &stream, 3).unwrap_err();
+        assert_eq!(err.code, CloseCode::INVALID_PAYLOAD);
+        let incomplete = frame(true, OpCode::Text, &[b'a', 0xE2, 0x82]);
+        assert_eq!(
+            run(&mut Decoder::default(), &incomplete, 2)
+                .unwrap_err()
+                .code,
+            CloseCode::INVALID_PAYLOAD
+        );
+    }
+
+    #[test]
+    fn sequencing_errors_are_protocol_errors() {
+        let cases = [
+            frame(true, OpCode::Continuation, b"x"),
+            [
+                frame(false, OpCode::Text, b"a"),
+                frame(true, OpCode::Text, b"b"),
+            ]
+            .concat(),
+            [0x81, 0x01, b'x'].to_vec(), // unmasked
+            frame(true, OpCode::Close, &[0x03]),
+        ];
+        for stream in cases {
+            let err = run(&mut Decoder::default(), &stream, 1).unwrap_err();
+            assert_eq!(err.code, CloseCode::PROTOCOL_ERROR, "{stream:02x?}");
+        }
+    }
+
+    #[test]
+    fn release_frees_buffers_between_messages() {
+        let mut decoder = Decoder::default();
+        let stream = frame(true, OpCode::Binary, &[1; 5000]);
+        run(&mut decoder, &stream, 100).unwrap();
+        assert!(decoder.is_idle());
+        assert_eq!(decoder.payload.capacity(), 0);
+    }
+}
