@@ -44,3 +44,8 @@ pub use protocol::ProtocolError;
 pub use protocol::close::CloseCode;
 pub use protocol::handshake::Request;
 pub use server::{Backpressure, Config, ConnCtx, Ctx, Handle, Metrics, Server};
+
+/// The README's Rust examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
