@@ -21,25 +21,52 @@ pub(crate) enum Phase {
     Handshaking { buf: Vec<u8>, deadline: Instant },
     /// An open WebSocket.
     Open {
-        decoder: Decoder,
+        /// Decoder state, kept only while the peer has stopped mid-frame or
+        /// mid-message; between messages the loop-wide decoder is used.
+        partial: Option<Box<Decoder>>,
         /// When the unanswered ping went out, if one did.
         ping_sent: Option<Instant>,
     },
-    /// Our close frame (or an HTTP response) is queued or sent; waiting for
-    /// the peer's close frame or EOF, at most until `deadline`.
-    Closing {
-        /// `None` once the input is no longer parsed (after a protocol
-        /// error, or for plain HTTP): it is read and discarded.
-        decoder: Option<Decoder>,
-        deadline: Instant,
-        /// Whether the peer's close frame has arrived.
-        peer_closed: bool,
-        /// What the application is told in `on_close`.
-        code: CloseCode,
-        reason: String,
-    },
+    /// Our close frame (or an HTTP response) is queued or sent. Boxed: it
+    /// is transient, and keeping it out of line keeps every connection small.
+    Closing(Box<Closing>),
     /// Being removed; `on_close` is running.
     Removing,
+}
+
+/// The closing phase: waiting for the peer's close frame or EOF, at most
+/// until `deadline`.
+#[derive(Debug)]
+pub(crate) struct Closing {
+    /// Whether input is still parsed for the peer's close frame; after a
+    /// protocol error, or for plain HTTP, it is read and discarded.
+    pub(crate) parse_input: bool,
+    pub(crate) partial: Option<Box<Decoder>>,
+    pub(crate) deadline: Instant,
+    /// Whether the peer's close frame has arrived.
+    pub(crate) peer_closed: bool,
+    /// What the application is told in `on_close`.
+    pub(crate) code: CloseCode,
+    pub(crate) reason: String,
+}
+
+impl Phase {
+    /// Where the decoder state lives while frames are still wanted.
+    pub(crate) fn decoder_slot(&mut self) -> Option<&mut Option<Box<Decoder>>> {
+        match self {
+            Phase::Open { partial, .. } => Some(partial),
+            Phase::Closing(closing) if closing.parse_input => Some(&mut closing.partial),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn wants_frames(&self) -> bool {
+        match self {
+            Phase::Open { .. } => true,
+            Phase::Closing(closing) => closing.parse_input,
+            _ => false,
+        }
+    }
 }
 
 /// The application's part of an open connection.
@@ -110,9 +137,8 @@ impl<S> Connection<S> {
     /// The earliest moment something must happen to this connection.
     pub(crate) fn next_deadline(&self, config: &Config) -> Option<Instant> {
         match &self.phase {
-            Phase::Handshaking { deadline, .. } | Phase::Closing { deadline, .. } => {
-                Some(*deadline)
-            }
+            Phase::Handshaking { deadline, .. } => Some(*deadline),
+            Phase::Closing(closing) => Some(closing.deadline),
             Phase::Open { ping_sent, .. } => {
                 let heartbeat = config.ping_interval.map(|interval| match ping_sent {
                     Some(sent) if self.last_seen <= *sent => *sent + config.pong_timeout,

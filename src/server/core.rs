@@ -9,7 +9,7 @@ use mio::Registry;
 use slab::Slab;
 
 use super::config::{Backpressure, Config};
-use super::conn::{Connection, Phase};
+use super::conn::{Closing, Connection, Phase};
 use super::metrics::Metrics;
 use super::outbox::BufferPool;
 use super::timers::{TimerKind, Timers};
@@ -166,7 +166,9 @@ impl<S> Core<S> {
             if self.admit(key, frame.len(), Some(key) == exempt).is_err() {
                 continue;
             }
-            self.conns[key].outbox.push_shared(frame.clone());
+            self.conns[key]
+                .outbox
+                .push_shared(&mut self.pool, frame.clone());
             self.metrics.messages_out += 1;
             self.mark_dirty(key);
             delivered += 1;
@@ -250,26 +252,22 @@ impl<S> Core<S> {
     /// Starts the closing handshake from our side after queued data: the
     /// peer gets everything sent before, then the close frame.
     pub(crate) fn close_gracefully(&mut self, key: usize, code: CloseCode, reason: &str) {
-        if let Phase::Open { decoder, .. } = &mut self.conns[key].phase {
-            let decoder = std::mem::take(decoder);
-            let frame = close_frame(code, reason);
-            let len = frame.len();
-            let conn = &mut self.conns[key];
-            conn.outbox
-                .push_owned_with(&mut self.pool, len, |buf| buf.extend_from_slice(&frame));
-            self.enter_closing(key, Some(decoder), false, code, reason);
+        if let Phase::Open { partial, .. } = &mut self.conns[key].phase {
+            let partial = partial.take();
+            self.queue_after_data(key, &close_frame(code, reason));
+            self.enter_closing(key, CloseStart::KeepParsing(partial), code, reason);
         }
     }
 
     /// Closes ahead of queued data, which is discarded: the connection is
     /// failing (a limit, a timeout, a handler panic).
     pub(crate) fn close_urgently(&mut self, key: usize, code: CloseCode, reason: &str) {
-        if let Phase::Open { decoder, .. } = &mut self.conns[key].phase {
-            let decoder = std::mem::take(decoder);
+        if let Phase::Open { partial, .. } = &mut self.conns[key].phase {
+            let partial = partial.take();
             self.conns[key]
                 .outbox
-                .push_urgent(close_frame(code, reason), true);
-            self.enter_closing(key, Some(decoder), false, code, reason);
+                .push_urgent(&mut self.pool, close_frame(code, reason), true);
+            self.enter_closing(key, CloseStart::KeepParsing(partial), code, reason);
         }
     }
 
@@ -277,17 +275,15 @@ impl<S> Core<S> {
     /// to its valid messages), send the error's close code, stop parsing its
     /// input, and wait for it to hang up.
     pub(crate) fn fail(&mut self, key: usize, error: &ProtocolError) {
-        let conn = &mut self.conns[key];
-        match &mut conn.phase {
+        match &mut self.conns[key].phase {
             Phase::Open { .. } => {
-                let frame = close_frame(error.code, error.reason);
-                conn.outbox
-                    .push_owned_with(&mut self.pool, frame.len(), |buf| {
-                        buf.extend_from_slice(&frame)
-                    });
-                self.enter_closing(key, None, false, error.code, error.reason);
+                self.queue_after_data(key, &close_frame(error.code, error.reason));
+                self.enter_closing(key, CloseStart::DiscardInput, error.code, error.reason);
             }
-            Phase::Closing { decoder, .. } => *decoder = None,
+            Phase::Closing(closing) => {
+                closing.parse_input = false;
+                closing.partial = None;
+            }
             _ => {}
         }
     }
@@ -295,28 +291,21 @@ impl<S> Core<S> {
     /// The peer sent a close frame. In the open phase it is answered (with
     /// its code, or 1000 for an empty close) after queued data.
     pub(crate) fn peer_closed(&mut self, key: usize, code: CloseCode, reason: &str) {
-        let conn = &mut self.conns[key];
-        match &mut conn.phase {
+        match &mut self.conns[key].phase {
             Phase::Open { .. } => {
                 let echo = if code == CloseCode::NO_STATUS {
                     CloseCode::NORMAL
                 } else {
                     code
                 };
-                let frame = close_frame(echo, "");
-                conn.outbox
-                    .push_owned_with(&mut self.pool, frame.len(), |buf| {
-                        buf.extend_from_slice(&frame)
-                    });
-                self.enter_closing(key, None, true, code, reason);
+                self.queue_after_data(key, &close_frame(echo, ""));
+                self.enter_closing(key, CloseStart::PeerClosed, code, reason);
             }
-            Phase::Closing {
-                peer_closed,
-                decoder,
-                ..
-            } => {
-                *peer_closed = true;
-                *decoder = None;
+            Phase::Closing(closing) => {
+                closing.peer_closed = true;
+                closing.parse_input = false;
+                closing.partial = None;
+                self.mark_dirty(key);
             }
             _ => {}
         }
@@ -325,37 +314,33 @@ impl<S> Core<S> {
     /// Queues a final HTTP response; the connection is dropped once it is
     /// written and the peer hung up (or the close timeout passed).
     pub(crate) fn respond_and_close(&mut self, key: usize, response: Vec<u8>) {
-        let conn = &mut self.conns[key];
-        conn.outbox
-            .push_owned_with(&mut self.pool, response.len(), |buf| {
-                buf.extend_from_slice(&response)
-            });
-        conn.phase = Phase::Closing {
-            decoder: None,
-            deadline: self.now + self.config.close_timeout,
-            peer_closed: false,
-            code: CloseCode::ABNORMAL,
-            reason: String::new(),
-        };
-        self.mark_dirty(key);
-        self.schedule(key);
+        self.queue_after_data(key, &response);
+        self.enter_closing(key, CloseStart::DiscardInput, CloseCode::ABNORMAL, "");
     }
 
-    fn enter_closing(
-        &mut self,
-        key: usize,
-        decoder: Option<Decoder>,
-        peer_closed: bool,
-        code: CloseCode,
-        reason: &str,
-    ) {
-        self.conns[key].phase = Phase::Closing {
-            decoder,
+    fn queue_after_data(&mut self, key: usize, bytes: &[u8]) {
+        self.conns[key]
+            .outbox
+            .push_owned_with(&mut self.pool, bytes.len(), |buf| {
+                buf.extend_from_slice(bytes)
+            });
+    }
+
+    fn enter_closing(&mut self, key: usize, start: CloseStart, code: CloseCode, reason: &str) {
+        let (parse_input, partial, peer_closed) = match start {
+            CloseStart::KeepParsing(partial) => (true, partial, false),
+            CloseStart::DiscardInput => (false, None, false),
+            CloseStart::PeerClosed => (false, None, true),
+        };
+        let closing = Closing {
+            parse_input,
+            partial,
             deadline: self.now + self.config.close_timeout,
             peer_closed,
             code,
             reason: reason.to_owned(),
         };
+        self.conns[key].phase = Phase::Closing(Box::new(closing));
         self.mark_dirty(key);
         self.schedule(key);
     }
@@ -367,10 +352,21 @@ impl<S> Core<S> {
             *ping_sent = Some(self.now);
             let mut frame = Vec::with_capacity(2);
             encode_frame(&mut frame, OpCode::Ping, b"");
-            conn.outbox.push_urgent(frame, false);
+            conn.outbox.push_urgent(&mut self.pool, frame, false);
             self.mark_dirty(key);
         }
     }
+}
+
+/// How a connection enters its closing phase.
+enum CloseStart {
+    /// We closed: keep decoding input to find the peer's close frame.
+    KeepParsing(Option<Box<Decoder>>),
+    /// The input can no longer be trusted (protocol error) or is not
+    /// WebSocket (plain HTTP): read and discard it until EOF.
+    DiscardInput,
+    /// The peer's close frame arrived: nothing more to read.
+    PeerClosed,
 }
 
 /// Who a frame from another thread goes to.

@@ -18,6 +18,8 @@ use crate::protocol::message::{Decoder, Event};
 pub(crate) struct Engine<H: Handler> {
     pub(crate) handler: H,
     pub(crate) core: Core<H::State>,
+    /// The decoder for connections that are between messages.
+    pub(crate) decoder: Decoder,
 }
 
 /// What a complete request head leads to. Computed while the request still
@@ -44,7 +46,7 @@ impl<H: Handler> Engine<H> {
         key: usize,
         f: impl FnOnce(&mut H, &mut ConnCtx<'_, H::State>),
     ) {
-        let Engine { handler, core } = self;
+        let Engine { handler, core, .. } = self;
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             f(handler, &mut ConnCtx::new(core, key))
         }));
@@ -61,7 +63,7 @@ impl<H: Handler> Engine<H> {
 
     /// Runs a callback not tied to a connection, containing a panic.
     pub(crate) fn call_loop(&mut self, f: impl FnOnce(&mut H, &mut Ctx<'_, H::State>)) {
-        let Engine { handler, core } = self;
+        let Engine { handler, core, .. } = self;
         let outcome = catch_unwind(AssertUnwindSafe(|| f(handler, &mut Ctx::new(core, None))));
         if outcome.is_err() {
             self.core.metrics.handler_panics += 1;
@@ -71,13 +73,11 @@ impl<H: Handler> Engine<H> {
 
     /// Handles bytes just read from connection `key`.
     pub(crate) fn ingest(&mut self, key: usize, data: &mut [u8]) {
-        match &self.core.conns[key].phase {
-            Phase::Handshaking { .. } => self.handshake_input(key, data),
-            Phase::Open { .. }
-            | Phase::Closing {
-                decoder: Some(_), ..
-            } => self.frame_input(key, data),
-            Phase::Closing { decoder: None, .. } | Phase::Removing => {}
+        let phase = &self.core.conns[key].phase;
+        if matches!(phase, Phase::Handshaking { .. }) {
+            self.handshake_input(key, data);
+        } else if phase.wants_frames() {
+            self.frame_input(key, data);
         }
     }
 
@@ -203,7 +203,7 @@ impl<H: Handler> Engine<H> {
                 .header("Allow", "GET")
                 .to_bytes();
         }
-        let Engine { handler, core } = self;
+        let Engine { handler, core, .. } = self;
         let custom = catch_unwind(AssertUnwindSafe(|| {
             handler.on_http(&mut Ctx::new(core, None), request)
         }));
@@ -220,14 +220,13 @@ impl<H: Handler> Engine<H> {
     fn open(&mut self, key: usize, state: H::State, response: Vec<u8>, path: &str) {
         let core = &mut self.core;
         let now = core.now;
-        let decoder = Decoder::new(core.config.decoder_limits());
         let conn = &mut core.conns[key];
         conn.outbox
             .push_owned_with(&mut core.pool, response.len(), |buf| {
                 buf.extend_from_slice(&response)
             });
         conn.phase = Phase::Open {
-            decoder,
+            partial: None,
             ping_sent: None,
         };
         conn.app = Some(AppSlot {
@@ -244,17 +243,20 @@ impl<H: Handler> Engine<H> {
         self.call_conn(key, |h, conn| h.on_open(conn));
     }
 
-    /// Decodes frames and dispatches their events. The decoder is taken
-    /// out of the connection meanwhile, so callbacks may touch the
-    /// connection (even close it) while its input is being decoded.
+    /// Decodes frames and dispatches their events.
+    ///
+    /// Between messages a connection keeps no decoder: the loop-wide one
+    /// is used, and only a connection that stopped mid-frame or mid-message
+    /// gets its own (boxed) decoder state. The decoder is out of the
+    /// connection meanwhile, so callbacks may touch the connection (even
+    /// close it) while its input is being decoded.
     fn frame_input(&mut self, key: usize, data: &mut [u8]) {
-        let mut decoder = match &mut self.core.conns[key].phase {
-            Phase::Open { decoder, .. }
-            | Phase::Closing {
-                decoder: Some(decoder),
-                ..
-            } => std::mem::take(decoder),
-            _ => return,
+        let Some(slot) = self.core.conns[key].phase.decoder_slot() else {
+            return;
+        };
+        let mut decoder = match slot.take() {
+            Some(partial) => *partial,
+            None => std::mem::take(&mut self.decoder),
         };
         let mut at = 0;
         let mut failure = None;
@@ -271,36 +273,28 @@ impl<H: Handler> Engine<H> {
                     }
                 }
             }
-            let wants_frames = self.core.conns.get(key).is_some_and(|c| {
-                matches!(
-                    c.phase,
-                    Phase::Open { .. }
-                        | Phase::Closing {
-                            decoder: Some(_),
-                            ..
-                        }
-                )
-            });
-            if !wants_frames {
-                return;
+            if !self.core.conns[key].phase.wants_frames() {
+                break;
             }
         }
-        decoder.release();
         if let Some(error) = failure {
             log::debug!("{} protocol error: {error}", self.core.id_of(key));
             if self.core.conns[key].is_open() {
                 self.call_conn(key, |h, conn| h.on_error(conn, &error));
             }
             self.core.fail(key, &error);
-            return;
+            decoder = Decoder::new(self.core.config.decoder_limits());
         }
-        match &mut self.core.conns[key].phase {
-            Phase::Open { decoder: slot, .. }
-            | Phase::Closing {
-                decoder: Some(slot),
-                ..
-            } => *slot = decoder,
-            _ => {}
+        let slot = self.core.conns[key].phase.decoder_slot();
+        match slot {
+            Some(slot) if !decoder.is_idle() => {
+                *slot = Some(Box::new(decoder));
+                self.decoder = Decoder::new(self.core.config.decoder_limits());
+            }
+            _ => {
+                decoder.release();
+                self.decoder = decoder;
+            }
         }
     }
 
@@ -312,7 +306,9 @@ impl<H: Handler> Engine<H> {
             Event::Ping(payload) if open => {
                 let mut pong = Vec::with_capacity(2 + payload.len());
                 encode_frame(&mut pong, OpCode::Pong, payload);
-                self.core.conns[key].outbox.push_pong(pong);
+                self.core.conns[key]
+                    .outbox
+                    .push_pong(&mut self.core.pool, pong);
                 self.core.mark_dirty(key);
             }
             Event::Close(frame) => self.core.peer_closed(key, frame.code, frame.reason),
@@ -345,7 +341,7 @@ impl<H: Handler> Engine<H> {
     pub(crate) fn remove(&mut self, key: usize) {
         let conn = &mut self.core.conns[key];
         let (code, reason) = match std::mem::replace(&mut conn.phase, Phase::Removing) {
-            Phase::Closing { code, reason, .. } => (code, reason),
+            Phase::Closing(closing) => (closing.code, closing.reason),
             Phase::Removing => return,
             _ => (CloseCode::ABNORMAL, String::new()),
         };
@@ -393,10 +389,8 @@ impl<H: Handler> Engine<H> {
             return;
         }
         match &conn.phase {
-            Phase::Closing {
-                peer_closed: true, ..
-            } => return self.remove(key),
-            Phase::Closing { .. } if !conn.write_shut => {
+            Phase::Closing(closing) if closing.peer_closed => return self.remove(key),
+            Phase::Closing(_) if !conn.write_shut => {
                 // Nothing more will ever be sent: say so, and wait for the
                 // peer's close frame or EOF.
                 conn.write_shut = true;
@@ -421,7 +415,7 @@ impl<H: Handler> Engine<H> {
                 core.metrics.handshake_failures += 1;
                 self.remove(key);
             }
-            Phase::Closing { deadline, .. } if *deadline <= now => self.remove(key),
+            Phase::Closing(closing) if closing.deadline <= now => self.remove(key),
             Phase::Open { ping_sent, .. } => {
                 let idle = config
                     .idle_timeout

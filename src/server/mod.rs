@@ -39,6 +39,7 @@ use self::handle::Command;
 use self::timers::TimerKind;
 use crate::handler::Handler;
 use crate::protocol::close::CloseCode;
+use crate::protocol::message::Decoder;
 
 const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
@@ -106,6 +107,7 @@ impl<H: Handler> Server<H> {
             local_addr,
             engine: Engine {
                 handler,
+                decoder: Decoder::new(config.decoder_limits()),
                 core: Core::new(config, registry),
             },
             read_buf,

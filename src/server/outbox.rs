@@ -37,11 +37,12 @@ impl Chunk {
     }
 }
 
-/// A loop-wide pool of spare buffers, so replies do not allocate in the
-/// steady state.
+/// A loop-wide pool of spare buffers and queue sets, so replies do not
+/// allocate in the steady state.
 #[derive(Debug, Default)]
 pub(crate) struct BufferPool {
     spare: Vec<Vec<u8>>,
+    spare_lanes: Vec<Box<Lanes>>,
 }
 
 impl BufferPool {
@@ -58,11 +59,33 @@ impl BufferPool {
             self.spare.push(buf);
         }
     }
+
+    fn take_lanes(&mut self) -> Box<Lanes> {
+        self.spare_lanes.pop().unwrap_or_default()
+    }
+
+    fn give_lanes(&mut self, lanes: Box<Lanes>) {
+        if self.spare_lanes.len() < Self::MAX_SPARE {
+            self.spare_lanes.push(lanes);
+        }
+    }
 }
 
 /// The outbound queue of one connection.
+///
+/// An idle connection's queue is one word and a counter: the lanes are
+/// allocated (from the pool) only while output is pending, and go back to
+/// the pool when it is all written.
 #[derive(Debug, Default)]
 pub(crate) struct Outbox {
+    /// Unwritten bytes across all lanes.
+    queued: usize,
+    lanes: Option<Box<Lanes>>,
+}
+
+/// The queues behind an [`Outbox`], written in field order.
+#[derive(Debug, Default)]
+pub(crate) struct Lanes {
     /// The chunk being written and how much of it is already out.
     partial: Option<(Chunk, usize)>,
     /// Pongs not yet started, at most [`MAX_PENDING_PONGS`]: past that the
@@ -71,11 +94,13 @@ pub(crate) struct Outbox {
     pongs: VecDeque<Vec<u8>>,
     urgent: VecDeque<Chunk>,
     data: VecDeque<Chunk>,
-    /// Unwritten bytes across all lanes.
-    queued: usize,
 }
 
 impl Outbox {
+    fn lanes(&mut self, pool: &mut BufferPool) -> &mut Lanes {
+        self.lanes.get_or_insert_with(|| pool.take_lanes())
+    }
+
     /// Unwritten bytes.
     pub(crate) fn queued(&self) -> usize {
         self.queued
@@ -93,49 +118,61 @@ impl Outbox {
         len_hint: usize,
         encode: impl FnOnce(&mut Vec<u8>),
     ) {
-        let buf = match self.data.back_mut() {
-            Some(Chunk::Owned(buf)) if buf.len() + len_hint <= COALESCE_LIMIT => buf,
-            _ => {
-                self.data.push_back(Chunk::Owned(pool.take()));
-                match self.data.back_mut() {
-                    Some(Chunk::Owned(buf)) => buf,
-                    _ => unreachable!("an owned chunk was just pushed"),
-                }
-            }
+        let fresh = match self.lanes.as_deref().and_then(|l| l.data.back()) {
+            Some(Chunk::Owned(buf)) if buf.len() + len_hint <= COALESCE_LIMIT => None,
+            _ => Some(pool.take()),
+        };
+        let data = &mut self.lanes(pool).data;
+        if let Some(buf) = fresh {
+            data.push_back(Chunk::Owned(buf));
+        }
+        let Some(Chunk::Owned(buf)) = data.back_mut() else {
+            unreachable!("the back chunk is owned");
         };
         let before = buf.len();
         encode(buf);
-        self.queued += buf.len() - before;
+        let added = buf.len() - before;
+        self.queued += added;
     }
 
     /// Appends a shared frame to the data lane.
-    pub(crate) fn push_shared(&mut self, frame: Rc<Vec<u8>>) {
+    pub(crate) fn push_shared(&mut self, pool: &mut BufferPool, frame: Rc<Vec<u8>>) {
         self.queued += frame.len();
-        self.data.push_back(Chunk::Shared(frame));
+        self.lanes(pool).data.push_back(Chunk::Shared(frame));
     }
 
     /// Queues a pong ahead of data, dropping the oldest unsent pong when
     /// too many are waiting.
-    pub(crate) fn push_pong(&mut self, frame: Vec<u8>) {
-        if self.pongs.len() == MAX_PENDING_PONGS
-            && let Some(old) = self.pongs.pop_front()
-        {
-            self.queued -= old.len();
-        }
-        self.queued += frame.len();
-        self.pongs.push_back(frame);
+    pub(crate) fn push_pong(&mut self, pool: &mut BufferPool, frame: Vec<u8>) {
+        let added = frame.len();
+        let pongs = &mut self.lanes(pool).pongs;
+        let dropped = if pongs.len() == MAX_PENDING_PONGS {
+            pongs.pop_front().map_or(0, |old| old.len())
+        } else {
+            0
+        };
+        pongs.push_back(frame);
+        self.queued = self.queued + added - dropped;
     }
 
     /// Queues a frame ahead of data. With `discard_data`, queued data not
     /// yet started is dropped (the frame is a close ending the connection,
     /// and nothing may follow it).
-    pub(crate) fn push_urgent(&mut self, frame: Vec<u8>, discard_data: bool) {
-        if discard_data {
-            let dropped: usize = self.data.drain(..).map(|c| c.bytes().len()).sum();
-            self.queued -= dropped;
-        }
-        self.queued += frame.len();
-        self.urgent.push_back(Chunk::Owned(frame));
+    pub(crate) fn push_urgent(
+        &mut self,
+        pool: &mut BufferPool,
+        frame: Vec<u8>,
+        discard_data: bool,
+    ) {
+        let added = frame.len();
+        let lanes = self.lanes(pool);
+        let dropped: usize = if discard_data {
+            lanes.data.drain(..).map(|c| c.bytes().len()).sum()
+        } else {
+            0
+        };
+        lanes.urgent.push_back(Chunk::Owned(frame));
+        self.queued = self.queued + added - dropped;
     }
 
     /// Writes as much as the socket takes. Returns the bytes written; stops
@@ -147,13 +184,20 @@ impl Outbox {
     ) -> io::Result<usize> {
         let mut total = 0;
         while self.queued > 0 {
+            let Some(lanes) = self.lanes.as_deref_mut() else {
+                break;
+            };
             let written = {
                 let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
                 let mut count = 0;
-                let partial = self.partial.iter().map(|(c, off)| &c.bytes()[*off..]);
-                let pong = self.pongs.iter().map(Vec::as_slice);
-                let rest = self.urgent.iter().chain(self.data.iter()).map(Chunk::bytes);
-                for bytes in partial.chain(pong).chain(rest).take(MAX_IOVECS) {
+                let partial = lanes.partial.iter().map(|(c, off)| &c.bytes()[*off..]);
+                let pongs = lanes.pongs.iter().map(Vec::as_slice);
+                let rest = lanes
+                    .urgent
+                    .iter()
+                    .chain(lanes.data.iter())
+                    .map(Chunk::bytes);
+                for bytes in partial.chain(pongs).chain(rest).take(MAX_IOVECS) {
                     slices[count] = IoSlice::new(bytes);
                     count += 1;
                 }
@@ -165,15 +209,22 @@ impl Outbox {
                     Err(e) => return Err(e),
                 }
             };
-            self.consume(written, pool);
+            lanes.consume(written, pool);
+            self.queued -= written;
             total += written;
+        }
+        if self.queued == 0
+            && let Some(lanes) = self.lanes.take()
+        {
+            pool.give_lanes(lanes);
         }
         Ok(total)
     }
+}
 
+impl Lanes {
     /// Drops `n` written bytes from the front, in write order.
     fn consume(&mut self, mut n: usize, pool: &mut BufferPool) {
-        self.queued -= n;
         if let Some((chunk, offset)) = self.partial.take() {
             let left = chunk.bytes().len() - offset;
             if n < left {
@@ -245,15 +296,15 @@ mod tests {
     fn urgent_frames_never_split_a_partly_written_frame() {
         let mut pool = BufferPool::default();
         let mut outbox = Outbox::default();
-        outbox.push_shared(Rc::new(vec![1; 10]));
-        outbox.push_shared(Rc::new(vec![2; 10]));
+        outbox.push_shared(&mut pool, Rc::new(vec![1; 10]));
+        outbox.push_shared(&mut pool, Rc::new(vec![2; 10]));
         let mut sink = Trickle {
             out: Vec::new(),
             per_call: 4,
             calls_left: 1,
         };
         outbox.flush(&mut sink, &mut pool).unwrap();
-        outbox.push_pong(vec![0x8A, 0]);
+        outbox.push_pong(&mut pool, vec![0x8A, 0]);
         sink.calls_left = usize::MAX;
         sink.per_call = 3;
         outbox.flush(&mut sink, &mut pool).unwrap();
@@ -265,17 +316,21 @@ mod tests {
     }
 
     #[test]
-    fn ping_flood_keeps_one_pending_pong() {
+    fn ping_flood_keeps_a_bounded_number_of_pongs() {
+        let mut pool = BufferPool::default();
         let mut outbox = Outbox::default();
         for i in 0..1000u32 {
-            outbox.push_pong(vec![
-                0x8A,
-                4,
-                (i >> 24) as u8,
-                (i >> 16) as u8,
-                (i >> 8) as u8,
-                i as u8,
-            ]);
+            outbox.push_pong(
+                &mut pool,
+                vec![
+                    0x8A,
+                    4,
+                    (i >> 24) as u8,
+                    (i >> 16) as u8,
+                    (i >> 8) as u8,
+                    i as u8,
+                ],
+            );
         }
         assert_eq!(outbox.queued(), 6 * MAX_PENDING_PONGS);
     }
@@ -287,7 +342,7 @@ mod tests {
         for _ in 0..100 {
             outbox.push_owned_with(&mut pool, 3, |b| b.extend_from_slice(b"abc"));
         }
-        assert_eq!(outbox.data.len(), 1);
+        assert_eq!(outbox.lanes.as_ref().unwrap().data.len(), 1);
         assert_eq!(outbox.queued(), 300);
     }
 
@@ -295,15 +350,15 @@ mod tests {
     fn discarding_data_keeps_the_partial_frame_whole() {
         let mut pool = BufferPool::default();
         let mut outbox = Outbox::default();
-        outbox.push_shared(Rc::new(vec![1; 10]));
-        outbox.push_shared(Rc::new(vec![2; 10]));
+        outbox.push_shared(&mut pool, Rc::new(vec![1; 10]));
+        outbox.push_shared(&mut pool, Rc::new(vec![2; 10]));
         let mut sink = Trickle {
             out: Vec::new(),
             per_call: 5,
             calls_left: 1,
         };
         outbox.flush(&mut sink, &mut pool).unwrap();
-        outbox.push_urgent(vec![0x88, 0], true);
+        outbox.push_urgent(&mut pool, vec![0x88, 0], true);
         sink.calls_left = usize::MAX;
         outbox.flush(&mut sink, &mut pool).unwrap();
         let mut expected = vec![1; 10];
