@@ -327,10 +327,11 @@ impl<H: Handler> Engine<H> {
 
     /// The peer closed its side of the TCP connection.
     pub(crate) fn end_of_input(&mut self, key: usize) {
+        // Half-closed: the peer may still read what was queued for it (the
+        // echo of its last message, the reply to its close frame).
         let conn = &mut self.core.conns[key];
-        if conn.is_open() {
-            // Half-closed: the peer may still read what was queued for it.
-            let _ = conn.outbox.flush(&mut conn.stream, &mut self.core.pool);
+        if let Ok(written) = conn.outbox.flush(&mut conn.stream, &mut self.core.pool) {
+            self.core.metrics.bytes_out += written as u64;
         }
         self.remove(key);
     }
