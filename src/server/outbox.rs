@@ -42,6 +42,9 @@ impl Chunk {
 #[derive(Debug, Default)]
 pub(crate) struct BufferPool {
     spare: Vec<Vec<u8>>,
+    /// Boxed because an outbox holds its lanes boxed: they move back and
+    /// forth without being reallocated.
+    #[allow(clippy::vec_box)]
     spare_lanes: Vec<Box<Lanes>>,
 }
 
