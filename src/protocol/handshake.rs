@@ -157,8 +157,8 @@ impl<'a> Request<'a> {
     }
 
     /// Attaches the peer address (the reactor knows it; the parser does not).
-    pub fn with_peer(mut self, peer: SocketAddr) -> Request<'a> {
-        self.peer = Some(peer);
+    pub fn with_peer(mut self, peer: Option<SocketAddr>) -> Request<'a> {
+        self.peer = peer;
         self
     }
 

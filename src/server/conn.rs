@@ -2,12 +2,12 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Instant;
 
 use mio::net::TcpStream;
 
 use super::config::Config;
 use super::outbox::Outbox;
+use super::timers::Tick;
 use crate::protocol::close::CloseCode;
 use crate::protocol::message::Decoder;
 
@@ -18,14 +18,14 @@ pub(crate) enum Phase {
     /// Waiting for a complete upgrade (or plain HTTP) request. `buf` holds
     /// a partial request head and stays unallocated when the whole head
     /// arrives in one read.
-    Handshaking { buf: Vec<u8>, deadline: Instant },
+    Handshaking { buf: Vec<u8>, deadline: Tick },
     /// An open WebSocket.
     Open {
         /// Decoder state, kept only while the peer has stopped mid-frame or
         /// mid-message; between messages the loop-wide decoder is used.
         partial: Option<Box<Decoder>>,
         /// When the unanswered ping went out, if one did.
-        ping_sent: Option<Instant>,
+        ping_sent: Option<Tick>,
     },
     /// Our close frame (or an HTTP response) is queued or sent. Boxed: it
     /// is transient, and keeping it out of line keeps every connection small.
@@ -42,7 +42,7 @@ pub(crate) struct Closing {
     /// protocol error, or for plain HTTP, it is read and discarded.
     pub(crate) parse_input: bool,
     pub(crate) partial: Option<Box<Decoder>>,
-    pub(crate) deadline: Instant,
+    pub(crate) deadline: Tick,
     /// Whether the peer's close frame has arrived.
     pub(crate) peer_closed: bool,
     /// What the application is told in `on_close`.
@@ -81,17 +81,16 @@ pub(crate) struct AppSlot<S> {
 pub(crate) struct Connection<S> {
     pub(crate) stream: TcpStream,
     pub(crate) generation: u64,
-    pub(crate) peer: SocketAddr,
     pub(crate) phase: Phase,
     pub(crate) outbox: Outbox,
     /// Present from `on_open` until removal.
     pub(crate) app: Option<AppSlot<S>>,
     /// When bytes last arrived (heartbeats).
-    pub(crate) last_seen: Instant,
+    pub(crate) last_seen: Tick,
     /// When a message last arrived (idle timeout).
-    pub(crate) last_message: Instant,
+    pub(crate) last_message: Tick,
     /// The deadline of this connection's live timer entry.
-    pub(crate) timer_at: Option<Instant>,
+    pub(crate) timer_at: Option<Tick>,
     /// Queued for a flush at the end of this loop turn.
     pub(crate) dirty: bool,
     /// Reads stopped because the outbound queue is over its cap.
@@ -103,17 +102,10 @@ pub(crate) struct Connection<S> {
 }
 
 impl<S> Connection<S> {
-    pub(crate) fn new(
-        stream: TcpStream,
-        peer: SocketAddr,
-        generation: u64,
-        now: Instant,
-        config: &Config,
-    ) -> Self {
+    pub(crate) fn new(stream: TcpStream, generation: u64, now: Tick, config: &Config) -> Self {
         Connection {
             stream,
             generation,
-            peer,
             phase: Phase::Handshaking {
                 buf: Vec::new(),
                 deadline: now + config.handshake_timeout,
@@ -130,12 +122,18 @@ impl<S> Connection<S> {
         }
     }
 
+    /// The peer's address; asked of the socket rather than stored, to keep
+    /// connections small. `None` once the socket is disconnected.
+    pub(crate) fn peer_addr(&self) -> Option<SocketAddr> {
+        self.stream.peer_addr().ok()
+    }
+
     pub(crate) fn is_open(&self) -> bool {
         matches!(self.phase, Phase::Open { .. })
     }
 
     /// The earliest moment something must happen to this connection.
-    pub(crate) fn next_deadline(&self, config: &Config) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self, config: &Config) -> Option<Tick> {
         match &self.phase {
             Phase::Handshaking { deadline, .. } => Some(*deadline),
             Phase::Closing(closing) => Some(closing.deadline),

@@ -3,7 +3,6 @@
 //! that does not call back into the application.
 
 use std::rc::Rc;
-use std::time::Instant;
 
 use mio::Registry;
 use slab::Slab;
@@ -12,7 +11,7 @@ use super::config::{Backpressure, Config};
 use super::conn::{Closing, Connection, Phase};
 use super::metrics::Metrics;
 use super::outbox::BufferPool;
-use super::timers::{TimerKind, Timers};
+use super::timers::{Clock, Tick, TimerKind, Timers};
 use super::topics::Topics;
 use crate::handler::{ConnId, Message, SendStatus};
 use crate::protocol::ProtocolError;
@@ -34,8 +33,9 @@ pub(crate) struct Core<S> {
     pub(crate) pending_reads: Vec<usize>,
     pub(crate) registry: Registry,
     pub(crate) metrics: Metrics,
+    pub(crate) clock: Clock,
     /// The time at the start of this loop turn.
-    pub(crate) now: Instant,
+    pub(crate) now: Tick,
     pub(crate) shutdown_requested: bool,
     /// Reused list of recipients for fan-out.
     scratch: Vec<usize>,
@@ -43,18 +43,22 @@ pub(crate) struct Core<S> {
 
 impl<S> Core<S> {
     pub(crate) fn new(config: Config, registry: Registry) -> Core<S> {
+        let expected_connections = config.max_connections.min(1 << 20);
         Core {
             config,
-            conns: Slab::new(),
+            // Reserved up front: untouched pages cost no memory, and the slab
+            // never doubles (and copies) itself under a connection storm.
+            conns: Slab::with_capacity(expected_connections),
             next_generation: 1,
             topics: Topics::default(),
-            timers: Timers::default(),
+            timers: Timers::with_capacity(expected_connections),
             pool: BufferPool::default(),
             dirty: Vec::new(),
             pending_reads: Vec::new(),
             registry,
             metrics: Metrics::default(),
-            now: Instant::now(),
+            clock: Clock::new(),
+            now: Clock::new().now(),
             shutdown_requested: false,
             scratch: Vec::new(),
         }

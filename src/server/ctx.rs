@@ -191,9 +191,9 @@ impl<'a, S> ConnCtx<'a, S> {
         self.ctx.core.id_of(self.key)
     }
 
-    /// The peer's address.
-    pub fn peer_addr(&self) -> SocketAddr {
-        self.ctx.core.conns[self.key].peer
+    /// The peer's address (`None` once the socket is disconnected).
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.ctx.core.conns[self.key].peer_addr()
     }
 
     /// This connection's application state.

@@ -133,19 +133,20 @@ impl<H: Handler> Engine<H> {
     /// Parses and judges a request head, consulting the application.
     fn evaluate_head(&mut self, key: usize, source: &[u8]) -> HeadOutcome<H::State> {
         let limits = self.core.config.head_limits();
+        let peer = self.core.conns[key].peer_addr();
         let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
         let (request, head_len) = match parse_request(source, &mut headers, limits) {
             Ok(None) => return HeadOutcome::NeedMore,
             Ok(Some(parsed)) => parsed,
             Err(e) => {
-                log::debug!("handshake from {} refused: {e}", self.core.conns[key].peer);
+                log::debug!("handshake from {peer:?} refused: {e}");
                 return HeadOutcome::Respond {
                     response: e.response(),
                     refused: true,
                 };
             }
         };
-        let request = request.with_peer(self.core.conns[key].peer);
+        let request = request.with_peer(peer);
         if !request.wants_upgrade() {
             return HeadOutcome::Respond {
                 response: self.serve_http(&request),
@@ -155,7 +156,7 @@ impl<H: Handler> Engine<H> {
         let client_key = match request.validate_upgrade() {
             Ok(k) => k,
             Err(e) => {
-                log::debug!("upgrade from {} refused: {e}", self.core.conns[key].peer);
+                log::debug!("upgrade from {peer:?} refused: {e}");
                 return HeadOutcome::Respond {
                     response: e.response(),
                     refused: true,
@@ -176,8 +177,7 @@ impl<H: Handler> Engine<H> {
             },
             Ok(Err(refusal)) => {
                 log::debug!(
-                    "upgrade from {} rejected by the application: {}",
-                    self.core.conns[key].peer,
+                    "upgrade from {peer:?} rejected by the application: {}",
                     refusal.status
                 );
                 HeadOutcome::Respond {
@@ -235,11 +235,10 @@ impl<H: Handler> Engine<H> {
         });
         conn.last_seen = now;
         conn.last_message = now;
-        let peer = conn.peer;
         core.metrics.open += 1;
         core.mark_dirty(key);
         core.schedule(key);
-        log::debug!("{} open: {peer} {path}", core.id_of(key));
+        log::debug!("{} open: {path}", core.id_of(key));
         self.call_conn(key, |h, conn| h.on_open(conn));
     }
 
@@ -412,7 +411,7 @@ impl<H: Handler> Engine<H> {
         let conn = &core.conns[key];
         match &conn.phase {
             Phase::Handshaking { deadline, .. } if *deadline <= now => {
-                log::debug!("handshake from {} timed out", conn.peer);
+                log::debug!("handshake from {:?} timed out", conn.peer_addr());
                 core.metrics.handshake_failures += 1;
                 self.remove(key);
             }

@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -178,7 +178,7 @@ impl<H: Handler> Server<H> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
-        self.engine.core.now = Instant::now();
+        self.engine.core.now = self.engine.core.clock.now();
         let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
         for event in events.iter() {
             match event.token() {
@@ -214,7 +214,7 @@ impl<H: Handler> Server<H> {
         let until_deadline = core
             .timers
             .next_deadline()
-            .map(|at| at.saturating_duration_since(Instant::now()));
+            .map(|at| core.clock.now().until(at));
         match (timeout, until_deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -344,13 +344,7 @@ impl<H: Handler> Server<H> {
         }
         let generation = core.next_generation;
         core.next_generation += 1;
-        entry.insert(Connection::new(
-            stream,
-            peer,
-            generation,
-            core.now,
-            &core.config,
-        ));
+        entry.insert(Connection::new(stream, generation, core.now, &core.config));
         core.schedule(key);
         log::debug!("accepted {peer} as #{key}.{generation}");
     }
