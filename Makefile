@@ -10,7 +10,7 @@ PY    := $(VENV)/bin/python
 run:
 	$(CARGO) run --release
 
-test: lint unit autobahn
+test: lint unit autobahn e2e
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -30,6 +30,9 @@ autobahn: $(VENV)/.installed
 	$(CARGO) build --release --bin wsloop
 	$(PY) scripts/autobahn.py --server target/release/wsloop --cases '1.*' '2.*' '3.*' '4.*' '5.*' '6.*' '7.*' '9.*' '10.*'
 
+e2e:
+	bash scripts/e2e.sh
+
 clean:
 	$(CARGO) clean
-	rm -rf $(VENV) reports
+	rm -rf $(VENV) reports artifacts tests/e2e/node_modules

@@ -169,18 +169,28 @@ impl Response {
         &self.body
     }
 
-    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+    /// The response on the wire; `head_only` (for HEAD requests) leaves
+    /// out the body but keeps its `Content-Length`.
+    pub(crate) fn serialize(&self, head_only: bool) -> Vec<u8> {
         let headers: Vec<(&str, &str)> = self
             .headers
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
-        crate::protocol::handshake::http_response(
+        let mut bytes = crate::protocol::handshake::http_response(
             self.status,
             &headers,
             &self.content_type,
             &self.body,
-        )
+        );
+        if head_only {
+            bytes.truncate(bytes.len() - self.body.len());
+        }
+        bytes
+    }
+
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        self.serialize(false)
     }
 }
 

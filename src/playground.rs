@@ -17,6 +17,9 @@ use crate::cli::Mode;
 /// The demo page served at `/`.
 const INDEX_HTML: &str = include_str!("../web/index.html");
 
+/// The longest chat line relayed, in bytes.
+const MAX_CHAT_TEXT: usize = 4096;
+
 /// The topic every `/ticker` connection joins.
 pub const TICKER_TOPIC: &str = "ticker";
 const BROADCAST_TOPIC: &str = "broadcast";
@@ -146,6 +149,10 @@ impl Handler for Playground {
                 let Message::Text(text) = msg else {
                     return;
                 };
+                let text = text.trim();
+                if text.is_empty() || text.len() > MAX_CHAT_TEXT {
+                    return; // a public demo relays no blank lines and no walls of text
+                }
                 let topic = room_topic(room);
                 let chat = format!(
                     r#"{{"type":"chat","payload":{{"from":{},"text":{}}}}}"#,
@@ -212,7 +219,12 @@ pub fn spawn_ticker(handle: Handle, interval: Duration) -> std::thread::JoinHand
     std::thread::spawn(move || {
         let mut seq: u64 = 0;
         let mut price: f64 = 100.0;
-        let mut rng: u64 = 0x9E37_79B9_7F4A_7C15;
+        // Seeded from the clock so a restarted server does not replay the
+        // same series.
+        let boot = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        let mut rng: u64 = boot | 1;
         loop {
             // xorshift64: a cheap random walk, no dependency needed.
             rng ^= rng << 13;

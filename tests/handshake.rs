@@ -389,3 +389,27 @@ fn incomplete_request_is_dropped_after_the_handshake_timeout() {
         "dropped after {elapsed:?}"
     );
 }
+
+#[test]
+fn head_requests_get_headers_without_a_body() {
+    let server = TestServer::start();
+    let mut stream = connect(server.addr);
+    stream
+        .write_all(b"HEAD /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.contains("Content-Length: 3\r\n"), "{text}");
+    assert!(
+        text.ends_with("\r\n\r\n"),
+        "a HEAD response has no body: {text:?}"
+    );
+    let (response, _) = http_exchange(
+        server.addr,
+        b"PUT /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    );
+    assert_eq!(response.status, 405);
+    assert_eq!(response.header("Allow"), Some("GET, HEAD"));
+}

@@ -24,7 +24,8 @@ pub(crate) enum Phase {
         /// Decoder state, kept only while the peer has stopped mid-frame or
         /// mid-message; between messages the loop-wide decoder is used.
         partial: Option<Box<Decoder>>,
-        /// When the unanswered ping went out, if one did.
+        /// When the unanswered ping went out, if one did; cleared by any
+        /// bytes from the peer.
         ping_sent: Option<Tick>,
     },
     /// Our close frame (or an HTTP response) is queued or sent. Boxed: it
@@ -139,8 +140,8 @@ impl<S> Connection<S> {
             Phase::Closing(closing) => Some(closing.deadline),
             Phase::Open { ping_sent, .. } => {
                 let heartbeat = config.ping_interval.map(|interval| match ping_sent {
-                    Some(sent) if self.last_seen <= *sent => *sent + config.pong_timeout,
-                    _ => self.last_seen + interval,
+                    Some(sent) => *sent + config.pong_timeout,
+                    None => self.last_seen + interval,
                 });
                 let idle = config.idle_timeout.map(|idle| self.last_message + idle);
                 match (heartbeat, idle) {

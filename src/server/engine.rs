@@ -198,23 +198,25 @@ impl<H: Handler> Engine<H> {
     }
 
     fn serve_http(&mut self, request: &Request<'_>) -> Vec<u8> {
-        if request.method() != "GET" {
+        let head_only = request.method() == "HEAD";
+        if request.method() != "GET" && !head_only {
             return crate::Response::new(405, "method not allowed\n")
-                .header("Allow", "GET")
-                .to_bytes();
+                .header("Allow", "GET, HEAD")
+                .serialize(false);
         }
         let Engine { handler, core, .. } = self;
         let custom = catch_unwind(AssertUnwindSafe(|| {
             handler.on_http(&mut Ctx::new(core, None), request)
         }));
-        match custom {
-            Ok(Some(response)) => response.to_bytes(),
-            Ok(None) => http::builtin_route(request.path(), &self.core.metrics).to_bytes(),
+        let response = match custom {
+            Ok(Some(response)) => response,
+            Ok(None) => http::builtin_route(request.path(), &self.core.metrics),
             Err(_) => {
                 self.core.metrics.handler_panics += 1;
-                crate::Response::new(500, "internal error\n").to_bytes()
+                crate::Response::new(500, "internal error\n")
             }
-        }
+        };
+        response.serialize(head_only)
     }
 
     fn open(&mut self, key: usize, state: H::State, response: Vec<u8>, path: &str) {
@@ -420,8 +422,7 @@ impl<H: Handler> Engine<H> {
                 let idle = config
                     .idle_timeout
                     .is_some_and(|idle| conn.last_message + idle <= now);
-                let awaiting_pong = ping_sent.filter(|sent| conn.last_seen <= *sent);
-                if let Some(sent) = awaiting_pong {
+                if let Some(sent) = *ping_sent {
                     if sent + config.pong_timeout <= now {
                         log::debug!("{} sent nothing after a ping: dropping it", core.id_of(key));
                         return self.remove(key);

@@ -260,7 +260,11 @@ impl<H: Handler> Server<H> {
                     return self.engine.remove(key);
                 }
             };
+            // Any bytes prove the peer alive: an outstanding ping is answered.
             conn.last_seen = core.now;
+            if let Phase::Open { ping_sent, .. } = &mut conn.phase {
+                *ping_sent = None;
+            }
             core.metrics.bytes_in += n as u64;
             self.engine.ingest(key, &mut self.read_buf[..n]);
             // A short read drained the socket; a new edge will come with
@@ -414,6 +418,9 @@ impl<H: Handler> Server<H> {
         if self.shutting_down || !self.shutdown_wanted() {
             return;
         }
+        // Whatever other threads sent before asking for the shutdown is
+        // queued ahead of the close frames.
+        self.run_commands();
         self.shutting_down = true;
         log::info!(
             "shutting down: closing {} connections",

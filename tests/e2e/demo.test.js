@@ -1,0 +1,380 @@
+// End-to-end test of the demo page (web/index.html) against the real
+// `wsloop` binary, in Debian's Chromium driven headlessly by playwright-core.
+//
+//   node --test demo.test.js          (scripts/e2e.sh builds and installs first)
+//
+// Environment: WSLOOP_BIN (default ../../target/release/wsloop),
+// CHROMIUM (default /usr/bin/chromium), E2E_ARTIFACTS (default ../../artifacts).
+'use strict';
+
+const { test, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const { spawn } = require('node:child_process');
+const fs = require('node:fs');
+const net = require('node:net');
+const os = require('node:os');
+const path = require('node:path');
+const { chromium } = require('playwright-core');
+
+const ROOT = path.resolve(__dirname, '..', '..');
+const BIN = process.env.WSLOOP_BIN || path.join(ROOT, 'target', 'release', 'wsloop');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const ARTIFACTS = process.env.E2E_ARTIFACTS || path.join(ROOT, 'artifacts');
+const SCREENSHOT = path.join(ARTIFACTS, 'e2e-demo.png');
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+const WAIT_MS = 10_000; // any single wait for the page
+const RECONNECT_MS = 15_000; // backoff tops out at 8 s
+
+// A hard stop for the whole file, whatever hangs: kill what we started.
+const watchdog = setTimeout(() => {
+  console.error('e2e: watchdog fired after 120 s; giving up');
+  killServerNow();
+  process.exit(1);
+}, 120_000);
+watchdog.unref();
+
+let port;
+let base;
+let server = null; // { child, exited: Promise, log: string[] }
+let context = null;
+let userDataDir = null;
+let binDir = null;
+let serverBin = BIN; // a private copy, so a concurrent `cargo build` cannot swap it mid-test
+const pages = {};
+const pageErrors = [];
+
+// ------------------------------------------------------------------ server
+
+function canListen(p) {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.unref();
+    s.once('error', () => resolve(null));
+    s.listen(p, '127.0.0.1', () => {
+      const { port: got } = s.address();
+      s.close(() => resolve(got));
+    });
+  });
+}
+
+/**
+ * A free port below the kernel's ephemeral range, so that while the server
+ * is down for the restart test no outgoing connection (ours or another
+ * program's) can be given the same port as its local end.
+ */
+async function freePort() {
+  let low = 32768;
+  try {
+    low = Number(fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+  } catch { /* not Linux: keep the default */ }
+  const top = Math.min(low || 32768, 65536);
+  for (let i = 0; i < 50 && top > 12000; i++) {
+    const candidate = 10000 + Math.floor(Math.random() * (top - 10000));
+    if (await canListen(candidate)) return candidate;
+  }
+  return canListen(0);
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function startServerOnce() {
+  const child = spawn(serverBin, ['--listen', `127.0.0.1:${port}`], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' },
+  });
+  const log = [];
+  const keep = (chunk) => {
+    for (const line of chunk.toString().split('\n')) if (line) log.push(line);
+    if (log.length > 200) log.splice(0, log.length - 200);
+  };
+  child.stdout.on('data', keep);
+  child.stderr.on('data', keep);
+  const exited = new Promise((resolve) => {
+    child.on('exit', (code, signal) => resolve({ code, signal }));
+    child.on('error', (err) => resolve({ code: null, signal: null, err }));
+  });
+  return { child, exited, log };
+}
+
+async function healthy() {
+  try {
+    const res = await fetch(`${base}/healthz`, { signal: AbortSignal.timeout(1000) });
+    return res.status === 200;
+  } catch {
+    return false;
+  }
+}
+
+/** Starts the binary on `port` and waits (bounded) until /healthz answers. */
+async function startServer() {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const s = startServerOnce();
+    server = s;
+    while (Date.now() < deadline) {
+      const gone = await Promise.race([s.exited, sleep(100).then(() => null)]);
+      if (gone) break; // exited early (e.g. port still busy): try again
+      if (await healthy()) return;
+    }
+    if (Date.now() >= deadline) {
+      killServerNow();
+      throw new Error(`wsloop did not become healthy on ${base}:\n${s.log.join('\n')}`);
+    }
+    await sleep(200);
+  }
+}
+
+/** Kills the server by PID and waits (bounded) for it to exit. */
+async function killServer(signal = 'SIGKILL') {
+  if (!server) return;
+  const s = server;
+  server = null;
+  if (s.child.exitCode === null && s.child.signalCode === null) {
+    process.kill(s.child.pid, signal);
+  }
+  const result = await Promise.race([s.exited, sleep(5000).then(() => 'timeout')]);
+  if (result === 'timeout') {
+    try { process.kill(s.child.pid, 'SIGKILL'); } catch { /* already gone */ }
+    await Promise.race([s.exited, sleep(2000)]);
+  }
+}
+
+function killServerNow() {
+  if (server && server.child.exitCode === null && server.child.signalCode === null) {
+    try { process.kill(server.child.pid, 'SIGKILL'); } catch { /* already gone */ }
+  }
+}
+process.on('exit', killServerNow);
+
+// ------------------------------------------------------------------- pages
+
+async function newPage(label) {
+  const page = context.pages().find((p) => p.url() === 'about:blank' && !Object.values(pages).includes(p))
+    || await context.newPage();
+  page.setDefaultTimeout(WAIT_MS);
+  page.on('pageerror', (err) => pageErrors.push(`${label}: ${err.message}`));
+  await page.goto(`${base}/`, { waitUntil: 'load', timeout: WAIT_MS });
+  pages[label] = page;
+  return page;
+}
+
+async function join(page, name, room) {
+  await page.fill('#chat-name', name);
+  await page.fill('#chat-room', room);
+  await page.click('#chat-join');
+  await page.waitForSelector('#chat-status[data-state="open"]');
+  await page.waitForSelector('#chat-log li[data-kind="welcome"]');
+}
+
+async function send(page, text) {
+  await page.fill('#chat-input', text);
+  await page.press('#chat-input', 'Enter');
+  await waitForMessage(page, 'own', null, text);
+}
+
+function waitForMessage(page, kind, from, text, timeout = WAIT_MS) {
+  return page.waitForFunction(
+    ([k, f, t]) => [...document.querySelectorAll(`#chat-log li[data-kind="${k}"]`)].some(
+      (li) => (f === null || li.dataset.from === f) && li.querySelector('.text').textContent === t,
+    ),
+    [kind, from, text],
+    { timeout },
+  );
+}
+
+function waitForNotice(page, kind, includes, timeout = WAIT_MS) {
+  return page.waitForFunction(
+    ([k, s]) => [...document.querySelectorAll(`#chat-log li[data-kind="${k}"]`)].some((li) => li.textContent.includes(s)),
+    [kind, includes],
+    { timeout },
+  );
+}
+
+function waitForText(page, selector, expected, timeout = WAIT_MS) {
+  return page.waitForFunction(
+    ([sel, want]) => document.querySelector(sel)?.textContent === want,
+    [selector, expected],
+    { timeout },
+  );
+}
+
+const text = (page, selector) => page.textContent(selector);
+const state = (page, selector) => page.getAttribute(selector, 'data-state');
+const members = (page) => page.$$eval('#member-list li[data-name]', (lis) => lis.map((li) => li.dataset.name).sort());
+const seq = async (page) => Number(await text(page, '#ticker-seq'));
+
+// ------------------------------------------------------------------- hooks
+
+before(async () => {
+  assert.ok(fs.existsSync(BIN), `no server binary at ${BIN} (cargo build --release --bin wsloop)`);
+  assert.ok(fs.existsSync(CHROMIUM), `no browser at ${CHROMIUM} (apt-get install chromium)`);
+  binDir = fs.mkdtempSync(path.join(os.tmpdir(), 'wsloop-e2e-bin-'));
+  serverBin = path.join(binDir, 'wsloop');
+  fs.copyFileSync(BIN, serverBin);
+  fs.chmodSync(serverBin, 0o755);
+  port = await freePort();
+  assert.ok(port, 'no free port');
+  base = `http://127.0.0.1:${port}`;
+  await startServer();
+  userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'wsloop-e2e-profile-'));
+  context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: CHROMIUM_ARGS,
+    viewport: { width: 1280, height: 800 },
+    timeout: 30_000,
+  });
+});
+
+after(async () => {
+  try {
+    if (context) await Promise.race([context.close(), sleep(10_000)]);
+  } finally {
+    await killServer('SIGKILL');
+    for (const dir of [userDataDir, binDir]) if (dir) fs.rmSync(dir, { recursive: true, force: true });
+    clearTimeout(watchdog);
+  }
+});
+
+// ------------------------------------------------------------------- tests
+
+test('GET / serves the demo page as text/html', async () => {
+  const res = await fetch(`${base}/`, { signal: AbortSignal.timeout(5000) });
+  assert.equal(res.status, 200);
+  assert.match(res.headers.get('content-type'), /^text\/html/);
+  const body = await res.text();
+  assert.match(body, /id="chat-log"/);
+  assert.match(body, /id="ticker-spark"/);
+});
+
+test('two pages in one room chat both ways; a third room hears nothing', async () => {
+  const alice = await newPage('alice');
+  const bob = await newPage('bob');
+  const carol = await newPage('carol');
+  assert.equal(await alice.title(), 'wsloop playground');
+
+  await join(alice, 'alice', 'demo');
+  await join(carol, 'carol', 'elsewhere');
+  await join(bob, 'bob', 'demo');
+
+  // Join notices and member lists on both sides.
+  await waitForNotice(alice, 'join', 'bob joined');
+  await waitForText(alice, '#member-count', '2');
+  await waitForText(bob, '#member-count', '2');
+  assert.deepEqual(await members(alice), ['alice', 'bob']);
+  assert.deepEqual(await members(bob), ['alice', 'bob']);
+  assert.match(await text(bob, '#chat-log li[data-kind="welcome"]'), /Joined #demo as bob — 1 other member/);
+  assert.equal(await text(alice, '#chat-room-label'), '#demo');
+
+  // alice -> bob; alice sees her own message locally.
+  const hello = 'Hi Bob — is the ticker moving on your side?';
+  await send(alice, hello);
+  await waitForMessage(bob, 'chat', 'alice', hello);
+
+  // bob -> alice; markup from the network must stay text.
+  const reply = 'Yes, five ticks a second. And <b>tags</b> stay plain text <img src=x onerror="window.pwned=1">';
+  await send(bob, reply);
+  await waitForMessage(alice, 'chat', 'bob', reply);
+  assert.equal(await alice.$$eval('#chat-log b, #chat-log img', (els) => els.filter((e) => !e.closest('.notice')).length), 0);
+  assert.equal(await alice.evaluate(() => window.pwned), undefined);
+
+  // Own messages are not echoed back by the server: exactly one copy each.
+  assert.equal(await alice.$$eval('#chat-log li.msg', (lis) => lis.length), 2);
+  assert.equal(await bob.$$eval('#chat-log li.msg', (lis) => lis.length), 2);
+
+  // carol, in another room, saw none of it. The server is one ordered loop,
+  // so a round trip through it (bob's message reaching alice) has already
+  // flushed anything carol could have been sent; give the browser a moment.
+  await carol.waitForTimeout(300);
+  const carolLog = await carol.$$eval('#chat-log li', (lis) => lis.map((li) => li.dataset.kind));
+  assert.deepEqual(carolLog, ['welcome']);
+  assert.equal(await text(carol, '#member-count'), '1');
+  assert.deepEqual(await members(carol), ['carol']);
+});
+
+test('the ticker advances about five times a second', async () => {
+  const page = pages.alice;
+  assert.ok(page, 'needs the pages from the chat test');
+  await page.waitForSelector('#ticker-status[data-state="open"]');
+  await page.waitForFunction(() => Number(document.getElementById('ticker-seq').textContent) > 0);
+  const s0 = await seq(page);
+  const t0 = Date.now();
+  await page.waitForTimeout(1000);
+  const s1 = await seq(page);
+  const secs = (Date.now() - t0) / 1000;
+  // 5 ticks/s by default; loose bounds, the machine may be busy.
+  assert.ok(s1 - s0 >= 2, `seq went from ${s0} to ${s1} in ${secs} s`);
+  assert.ok(s1 - s0 <= 5 * secs + 5, `seq went from ${s0} to ${s1} in ${secs} s`);
+  assert.match(await text(page, '#ticker-price'), /^\d+\.\d\d$/);
+  assert.ok(Number(await page.getAttribute('#ticker-spark', 'data-points')) >= 5);
+  assert.ok(['up', 'down', 'flat'].includes(await page.getAttribute('#ticker-change', 'data-direction')));
+});
+
+test('a server restart is survived: sockets reconnect, the chat rejoins and works', async () => {
+  const { alice, bob, carol } = pages;
+  assert.ok(alice && bob && carol, 'needs the pages from the chat test');
+
+  await killServer('SIGKILL');
+  // Every socket notices and counts down to its next try.
+  for (const page of [alice, bob]) {
+    await page.waitForFunction(() => document.getElementById('chat-status').dataset.state !== 'open');
+    await page.waitForFunction(() => document.getElementById('ticker-status').dataset.state !== 'open');
+  }
+  await alice.waitForFunction(() => {
+    const pill = document.getElementById('chat-status');
+    return pill.dataset.state === 'reconnecting' && /reconnecting in \d+\.\d s/.test(pill.textContent);
+  });
+  await waitForNotice(alice, 'system', 'Connection lost');
+  assert.equal(await alice.isDisabled('#chat-input'), true);
+  await alice.waitForTimeout(700); // let a retry or two fail against the closed port
+
+  await startServer();
+  for (const page of [alice, bob, carol]) {
+    await page.waitForSelector('#chat-status[data-state="open"]', { timeout: RECONNECT_MS });
+    await page.waitForSelector('#ticker-status[data-state="open"]', { timeout: RECONNECT_MS });
+  }
+  await waitForNotice(alice, 'welcome', 'Rejoined #demo as alice');
+  await waitForNotice(bob, 'welcome', 'Rejoined #demo as bob');
+  await waitForText(alice, '#member-count', '2');
+  await waitForText(bob, '#member-count', '2');
+  assert.deepEqual(await members(alice), ['alice', 'bob']);
+  assert.equal(await text(alice, '#chat-room-label'), '#demo');
+
+  const again = 'Back online — did you get this?';
+  await send(alice, again);
+  await waitForMessage(bob, 'chat', 'alice', again);
+  const ack = 'Loud and clear. Reconnected by itself.';
+  await send(bob, ack);
+  await waitForMessage(alice, 'chat', 'bob', ack);
+
+  // The new server's ticker started a fresh series, and it moves.
+  const s0 = await seq(alice);
+  await alice.waitForFunction((s) => Number(document.getElementById('ticker-seq').textContent) > s, s0);
+  assert.equal(await text(carol, '#member-count'), '1');
+  await waitForNotice(carol, 'welcome', 'Rejoined #elsewhere as carol');
+  assert.equal(await carol.$$eval('#chat-log li[data-kind="chat"], #chat-log li[data-kind="join"]', (lis) => lis.length), 0);
+});
+
+test('a full-page screenshot is saved to artifacts/e2e-demo.png', async () => {
+  const page = pages.alice;
+  assert.ok(page, 'needs the pages from the chat test');
+  await page.setViewportSize({ width: 1280, height: 800 });
+  // A fuller sparkline makes a better picture (bounded: ~6 s at 5 ticks/s).
+  await page.waitForFunction(() => Number(document.getElementById('ticker-spark').dataset.points) >= 30, null, { timeout: WAIT_MS })
+    .catch(() => {});
+  await page.locator('#chat-input').blur();
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  await page.screenshot({ path: SCREENSHOT, fullPage: true, animations: 'disabled', timeout: WAIT_MS });
+  const size = fs.statSync(SCREENSHOT).size;
+  assert.ok(size > 10_000, `screenshot is only ${size} bytes`);
+  assert.deepEqual(pageErrors, [], 'uncaught errors in the page');
+});
