@@ -295,18 +295,25 @@ mod tests {
         }
     }
 
-    #[test]
-    fn urgent_frames_never_split_a_partly_written_frame() {
+    /// Two shared 10-byte frames (all 1s, all 2s), of which one write of
+    /// `first_write` bytes went out before the socket blocked.
+    fn partly_written(first_write: usize) -> (BufferPool, Outbox, Trickle) {
         let mut pool = BufferPool::default();
         let mut outbox = Outbox::default();
         outbox.push_shared(&mut pool, Rc::new(vec![1; 10]));
         outbox.push_shared(&mut pool, Rc::new(vec![2; 10]));
         let mut sink = Trickle {
             out: Vec::new(),
-            per_call: 4,
+            per_call: first_write,
             calls_left: 1,
         };
         outbox.flush(&mut sink, &mut pool).unwrap();
+        (pool, outbox, sink)
+    }
+
+    #[test]
+    fn urgent_frames_never_split_a_partly_written_frame() {
+        let (mut pool, mut outbox, mut sink) = partly_written(4);
         outbox.push_pong(&mut pool, vec![0x8A, 0]);
         sink.calls_left = usize::MAX;
         sink.per_call = 3;
@@ -351,16 +358,7 @@ mod tests {
 
     #[test]
     fn discarding_data_keeps_the_partial_frame_whole() {
-        let mut pool = BufferPool::default();
-        let mut outbox = Outbox::default();
-        outbox.push_shared(&mut pool, Rc::new(vec![1; 10]));
-        outbox.push_shared(&mut pool, Rc::new(vec![2; 10]));
-        let mut sink = Trickle {
-            out: Vec::new(),
-            per_call: 5,
-            calls_left: 1,
-        };
-        outbox.flush(&mut sink, &mut pool).unwrap();
+        let (mut pool, mut outbox, mut sink) = partly_written(5);
         outbox.push_urgent(&mut pool, vec![0x88, 0], true);
         sink.calls_left = usize::MAX;
         outbox.flush(&mut sink, &mut pool).unwrap();
