@@ -5,12 +5,12 @@ CARGO ?= cargo
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
 
-.PHONY: run test lint unit autobahn e2e bench fuzz clean
+.PHONY: run test lint unit autobahn e2e bench bench-smoke bench-codec fuzz fuzz-smoke clean
 
 run:
 	$(CARGO) run --release
 
-test: lint unit autobahn e2e
+test: lint unit autobahn bench-smoke e2e
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -32,6 +32,19 @@ autobahn: $(VENV)/.installed
 
 e2e:
 	bash scripts/e2e.sh
+
+# Load benchmarks (release build, server and load generator pinned to
+# separate cores); writes docs/bench-latest.md. BENCH_LONG=1 adds the 60 s
+# idle-heartbeat cell.
+bench:
+	bash scripts/bench.sh
+
+# One-second run of each wsbench mode against the server (part of CI).
+bench-smoke:
+	bash scripts/bench.sh --smoke
+
+bench-codec:
+	$(CARGO) bench --bench codec
 
 clean:
 	$(CARGO) clean

@@ -1,0 +1,1929 @@
+//! `wsbench`: a load generator for wsloop (and for the raw TCP baselines in
+//! `examples/raw_echo.rs` and `examples/raw_fanout.rs`).
+//!
+//! It is a real WebSocket client: every connection performs the opening
+//! handshake and checks `Sec-WebSocket-Accept`, sends masked frames, answers
+//! pings and closes with a close frame. It is built to cost far less per
+//! message than a server: frames are encoded and masked once into a
+//! template and only a few stamp bytes are patched per message, replies
+//! are parsed just enough to check them, each connection gets at most one
+//! write per loop turn, and reads take 256 KiB at a time.
+//!
+//! Modes (`--mode`):
+//!
+//! - `echo`: `--conns N` connections each keep `--inflight D` messages of
+//!   `--size S` bytes (`--kind text|binary`) in flight for `--duration T`
+//!   seconds. Every reply is checked byte for byte (a sequence number leads
+//!   each payload, so a lost, duplicated or reordered reply is caught).
+//!   Reports round trips/s, payload MB/s each way and round-trip latency
+//!   percentiles.
+//! - `broadcast`: `--conns N` subscribers and one publisher, against a server
+//!   that sends every message to every *other* connection. Each payload
+//!   carries a sequence number and the publish time, so each subscriber
+//!   measures publish-to-receipt latency and counts lost, duplicated and
+//!   reordered messages. Pacing: the publisher keeps at most `--window W`
+//!   messages outstanding, where a message is outstanding until the
+//!   *slowest* subscriber has received it (every worker thread publishes the
+//!   minimum received count over its subscribers; the publisher compares
+//!   against the minimum over threads). So no subscriber's backlog in the
+//!   server ever exceeds W frames, whatever N is: the server is never
+//!   drowned, and the figure is the fan-out rate at a bounded queue.
+//! - `connect`: opens `--conns N` idle connections (at most
+//!   `--connect-window` handshakes at a time), reports the connect rate and,
+//!   with `--server-pid PID`, the server's VmRSS before and after as bytes
+//!   per connection, then holds them `--hold SECS` (answering pings) and
+//!   reports the server's CPU use over the hold from `/proc/PID/stat`.
+//!
+//! `--raw` runs the same traffic against a raw TCP echo or fan-out server
+//! (no handshake, no framing: fixed-size messages; the server's one-byte
+//! greeting stands in for the `101`): the physical-limit baseline. Every run is bounded in time, targets loopback addresses only,
+//! prints progress once a second on long runs, a human summary, and exactly
+//! one line `RESULT {json}` on stdout.
+//!
+//! ```text
+//! cargo run --release --example wsbench -- --addr 127.0.0.1:9001 --mode echo \
+//!     --conns 100 --inflight 16 --size 64 --duration 5
+//! ```
+//!
+//! Limitation: connections use the kernel's choice of source address
+//! (127.0.0.1), so `--conns` is capped by the ephemeral port range (about
+//! 28,000 by default). Binding several 127.0.0.X sources before `connect`
+//! needs `socket2` (std and mio cannot bind a connecting socket).
+
+use std::collections::{HashSet, VecDeque};
+use std::fmt::Write as _;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use sha1::{Digest, Sha1};
+
+/// The GUID of RFC 6455 §1.3, appended to the key for `Sec-WebSocket-Accept`.
+const ACCEPT_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+/// Bytes read per `read` call.
+const READ_CHUNK: usize = 256 * 1024;
+/// The byte the raw servers send on accept.
+const RAW_GREETING: u8 = b'+';
+/// Bytes of a sequence number or timestamp stamp (6 bits per ASCII byte).
+const STAMP: usize = 8;
+/// The largest frame payload accepted from the server.
+const MAX_PAYLOAD: usize = 64 << 20;
+/// How long to wait for outstanding replies after the measured window.
+const DRAIN: Duration = Duration::from_secs(3);
+/// How long to wait for the server's close frames and EOFs at the end.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// How long connections settle before the server's RSS is read.
+const SETTLE: Duration = Duration::from_millis(500);
+/// Descriptors kept free besides the connections.
+const SPARE_FDS: usize = 32;
+
+const USAGE: &str = "\
+wsbench — load generator for wsloop and its raw TCP baselines (loopback only)
+
+USAGE:
+    wsbench [FLAGS]
+
+FLAGS:
+    --addr ADDR:PORT        server address, loopback only [default: 127.0.0.1:9001]
+    --path PATH             request path [default: /]
+    --mode MODE             echo | broadcast | connect [default: echo]
+    --conns N               echo connections, broadcast subscribers or idle
+                            connections [default: 10]
+    --inflight D            echo: messages in flight per connection [default: 1]
+    --size S                payload bytes per message [default: 64; broadcast >= 16]
+    --kind KIND             text | binary [default: text]
+    --duration SECS         measured time (connect: time allowed to connect) [default: 5]
+    --window W              broadcast: publishes outstanding until the slowest
+                            subscriber has them [default: 32]
+    --threads N             worker threads [default: 1]
+    --connect-window N      connects + handshakes in flight per thread [default: 64]
+    --hold SECS             connect: hold the idle connections this long [default: 0]
+    --server-pid PID        read the server's VmRSS and CPU time from /proc/PID
+    --raw                   raw TCP: no handshake, no framing (fixed-size messages)
+    --label TEXT            copied into the JSON result
+    --progress              print progress every second even on short runs
+    --quiet                 no progress lines
+    -h, --help              print this help
+
+The last line on stdout is `RESULT {json}`; the exit status is 1 if any
+reply was wrong, lost or missing, or a connection failed.
+";
+
+/// What the run does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Closed-loop echo round trips.
+    Echo,
+    /// One publisher, N subscribers.
+    Broadcast,
+    /// N idle connections.
+    Connect,
+}
+
+impl Mode {
+    /// The mode's name on the command line and in the JSON.
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Echo => "echo",
+            Mode::Broadcast => "broadcast",
+            Mode::Connect => "connect",
+        }
+    }
+}
+
+/// The parsed command line.
+#[derive(Debug, Clone)]
+struct Config {
+    /// The server's address (loopback).
+    addr: SocketAddr,
+    /// The request path.
+    path: String,
+    /// The run's mode.
+    mode: Mode,
+    /// Connections (echo), subscribers (broadcast) or idle connections.
+    conns: usize,
+    /// Echo: messages in flight per connection.
+    inflight: usize,
+    /// Payload bytes per message.
+    size: usize,
+    /// Binary rather than text frames.
+    binary: bool,
+    /// The measured time (connect mode: time allowed to connect).
+    duration: Duration,
+    /// Broadcast: outstanding publishes allowed.
+    window: u64,
+    /// Worker threads.
+    threads: usize,
+    /// Connects and handshakes in flight per thread.
+    connect_window: usize,
+    /// Connect mode: how long to hold the connections.
+    hold: Duration,
+    /// The server's process id, for RSS and CPU readings.
+    server_pid: Option<u32>,
+    /// Raw TCP instead of WebSocket.
+    raw: bool,
+    /// Free text copied into the JSON result.
+    label: String,
+    /// Print progress lines: `Some(true)` always, `Some(false)` never,
+    /// `None` on runs of three seconds or more.
+    progress: Option<bool>,
+}
+
+impl Config {
+    /// Parses the arguments (without the program name).
+    fn parse(args: impl IntoIterator<Item = String>) -> Result<Config, String> {
+        let mut c = Config {
+            addr: "127.0.0.1:9001".parse().expect("valid default"),
+            path: "/".into(),
+            mode: Mode::Echo,
+            conns: 10,
+            inflight: 1,
+            size: 64,
+            binary: false,
+            duration: Duration::from_secs(5),
+            window: 32,
+            threads: 1,
+            connect_window: 64,
+            hold: Duration::ZERO,
+            server_pid: None,
+            raw: false,
+            label: String::new(),
+            progress: None,
+        };
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            let (flag, inline) = match arg.split_once('=') {
+                Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+                _ => (arg.clone(), None),
+            };
+            let mut value = || {
+                inline
+                    .clone()
+                    .or_else(|| args.next())
+                    .ok_or_else(|| format!("{flag} needs a value"))
+            };
+            match flag.as_str() {
+                "-h" | "--help" => {
+                    print!("{USAGE}");
+                    std::process::exit(0);
+                }
+                "--addr" => {
+                    let v = value()?;
+                    c.addr = v
+                        .parse()
+                        .map_err(|_| format!("--addr: `{v}` is not ADDR:PORT"))?;
+                }
+                "--path" => c.path = value()?,
+                "--mode" => {
+                    c.mode = match value()?.as_str() {
+                        "echo" => Mode::Echo,
+                        "broadcast" => Mode::Broadcast,
+                        "connect" => Mode::Connect,
+                        other => return Err(format!("--mode: unknown mode `{other}`")),
+                    }
+                }
+                "--conns" => c.conns = number(&flag, &value()?)?,
+                "--inflight" => c.inflight = number(&flag, &value()?)?,
+                "--size" => c.size = number(&flag, &value()?)?,
+                "--kind" => {
+                    c.binary = match value()?.as_str() {
+                        "text" => false,
+                        "binary" => true,
+                        other => return Err(format!("--kind: unknown kind `{other}`")),
+                    }
+                }
+                "--duration" => c.duration = seconds(&flag, &value()?)?,
+                "--window" => c.window = number(&flag, &value()?)? as u64,
+                "--threads" => c.threads = number(&flag, &value()?)?,
+                "--connect-window" => c.connect_window = number(&flag, &value()?)?,
+                "--hold" => c.hold = seconds(&flag, &value()?)?,
+                "--server-pid" => c.server_pid = Some(number(&flag, &value()?)? as u32),
+                "--raw" => c.raw = true,
+                "--label" => c.label = value()?,
+                "--progress" => c.progress = Some(true),
+                "--quiet" => c.progress = Some(false),
+                other => return Err(format!("unknown flag `{other}` (see --help)")),
+            }
+        }
+        if !c.addr.ip().is_loopback() {
+            return Err(format!(
+                "--addr {}: only loopback targets are allowed",
+                c.addr
+            ));
+        }
+        if c.mode == Mode::Broadcast && c.size < 2 * STAMP {
+            return Err(format!(
+                "--size: broadcast payloads need at least {} bytes",
+                2 * STAMP
+            ));
+        }
+        if c.size > MAX_PAYLOAD {
+            return Err(format!("--size: at most {MAX_PAYLOAD} bytes"));
+        }
+        if c.duration > Duration::from_secs(3600) || c.hold > Duration::from_secs(3600) {
+            return Err("--duration and --hold are limited to one hour".into());
+        }
+        if c.threads > 64 || c.inflight > 100_000 || c.conns > 1_000_000 {
+            return Err("--threads, --inflight or --conns is unreasonably large".into());
+        }
+        Ok(c)
+    }
+
+    /// The opcode of data frames.
+    fn opcode(&self) -> u8 {
+        if self.binary { 0x2 } else { 0x1 }
+    }
+}
+
+/// Parses a positive whole number.
+fn number(flag: &str, value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{flag}: `{value}` is not a positive whole number")),
+    }
+}
+
+/// Parses a number of seconds (fractions allowed).
+fn seconds(flag: &str, value: &str) -> Result<Duration, String> {
+    match value.parse::<f64>() {
+        Ok(s) if (0.0..1e6).contains(&s) => Ok(Duration::from_secs_f64(s)),
+        _ => Err(format!("{flag}: `{value}` is not a number of seconds")),
+    }
+}
+
+/// A log-linear latency histogram in nanoseconds: 32 buckets per power of
+/// two (about 3% precision) from 1 ns to hours, in 15 KiB.
+#[derive(Clone)]
+struct Histogram {
+    /// Counts per bucket.
+    counts: Vec<u64>,
+    /// Values recorded.
+    total: u64,
+    /// The largest value recorded.
+    max: u64,
+}
+
+impl Histogram {
+    /// log2 of the buckets per power of two.
+    const SUB_BITS: u32 = 5;
+    /// Buckets per power of two.
+    const SUB: usize = 1 << Self::SUB_BITS;
+
+    /// An empty histogram.
+    fn new() -> Histogram {
+        Histogram {
+            counts: vec![0; (64 - Self::SUB_BITS as usize + 1) * Self::SUB],
+            total: 0,
+            max: 0,
+        }
+    }
+
+    /// The bucket holding `v`.
+    fn index(v: u64) -> usize {
+        if v < Self::SUB as u64 {
+            return v as usize;
+        }
+        let exp = 63 - v.leading_zeros();
+        let shift = exp - Self::SUB_BITS;
+        let sub = ((v >> shift) as usize) & (Self::SUB - 1);
+        (shift as usize + 1) * Self::SUB + sub
+    }
+
+    /// The middle of bucket `i`.
+    fn value_at(i: usize) -> u64 {
+        if i < Self::SUB {
+            return i as u64;
+        }
+        let (block, sub) = (i / Self::SUB, i % Self::SUB);
+        let width = 1u64 << (block - 1);
+        ((Self::SUB + sub) as u64) * width + width / 2
+    }
+
+    /// Records one value.
+    fn record(&mut self, v: u64) {
+        self.counts[Self::index(v)] += 1;
+        self.total += 1;
+        self.max = self.max.max(v);
+    }
+
+    /// Adds another histogram's values.
+    fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.total += other.total;
+        self.max = self.max.max(other.max);
+    }
+
+    /// The value at quantile `q` (0..=1), or 0 when empty.
+    fn quantile(&self, q: f64) -> u64 {
+        if self.total == 0 {
+            return 0;
+        }
+        let target = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
+        let mut seen = 0;
+        for (i, &count) in self.counts.iter().enumerate() {
+            seen += count;
+            if seen >= target {
+                return Self::value_at(i).min(self.max);
+            }
+        }
+        self.max
+    }
+
+    /// The value at quantile `q` in microseconds.
+    fn us(&self, q: f64) -> f64 {
+        self.quantile(q) as f64 / 1e3
+    }
+}
+
+/// Writes `v` as ASCII stamp bytes (6 bits each, `'0'..='o'`), as many as
+/// `out` holds: valid UTF-8, so text frames can carry it.
+fn put_stamp(out: &mut [u8], v: u64) {
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = b'0' + ((v >> (6 * i)) & 63) as u8;
+    }
+}
+
+/// Reads a stamp written by [`put_stamp`].
+fn get_stamp(bytes: &[u8]) -> Option<u64> {
+    let mut v = 0u64;
+    for (i, &b) in bytes.iter().enumerate() {
+        let digit = b.checked_sub(b'0').filter(|d| *d < 64)?;
+        v |= u64::from(digit) << (6 * i);
+    }
+    Some(v)
+}
+
+/// A small xorshift generator for masking and handshake keys.
+struct Rng(u64);
+
+impl Rng {
+    /// The next pseudo-random value.
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// What goes on the wire for each message: a pre-encoded (and, for
+/// WebSocket, pre-masked) template into which stamps are patched.
+struct Wire {
+    /// Raw TCP: no handshake, no framing.
+    raw: bool,
+    /// The masking key of every frame this thread sends.
+    key: [u8; 4],
+    /// One complete message as sent: frame header and masked payload.
+    template: Vec<u8>,
+    /// Where the payload starts in `template`.
+    payload_at: usize,
+    /// The plain payload (the filler around the stamps).
+    plain: Vec<u8>,
+    /// The opcode of data frames.
+    opcode: u8,
+}
+
+impl Wire {
+    /// Builds the template for `size`-byte messages.
+    fn new(cfg: &Config, key: [u8; 4]) -> Wire {
+        let plain: Vec<u8> = (0..cfg.size).map(|i| b'a' + (i % 26) as u8).collect();
+        if cfg.raw {
+            return Wire {
+                raw: true,
+                key: [0; 4],
+                template: plain.clone(),
+                payload_at: 0,
+                plain,
+                opcode: cfg.opcode(),
+            };
+        }
+        let mut template = frame_header(0x80 | cfg.opcode(), plain.len(), key);
+        let payload_at = template.len();
+        template.extend(plain.iter().enumerate().map(|(i, b)| b ^ key[i & 3]));
+        Wire {
+            raw: false,
+            key,
+            template,
+            payload_at,
+            plain,
+            opcode: cfg.opcode(),
+        }
+    }
+
+    /// Appends one message carrying `stamps` (each written as [`STAMP`]
+    /// bytes, truncated to the payload) to `out`.
+    fn push(&self, out: &mut Vec<u8>, stamps: &[u64]) {
+        let at = out.len() + self.payload_at;
+        out.extend_from_slice(&self.template);
+        let payload = &mut out[at..at + self.plain.len()];
+        let mut bytes = [0u8; 2 * STAMP];
+        for (i, &v) in stamps.iter().enumerate() {
+            put_stamp(&mut bytes[i * STAMP..(i + 1) * STAMP], v);
+        }
+        let n = (stamps.len() * STAMP).min(payload.len());
+        for (i, (p, b)) in payload[..n].iter_mut().zip(&bytes[..n]).enumerate() {
+            *p = b ^ self.key[i & 3];
+        }
+    }
+
+    /// Appends a masked control frame (a pong or a close) to `out`.
+    fn push_control(&self, out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
+        out.extend_from_slice(&frame_header(0x80 | opcode, payload.len(), self.key));
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ self.key[i & 3]));
+    }
+}
+
+/// A masked frame header with the shortest length encoding.
+fn frame_header(b0: u8, len: usize, key: [u8; 4]) -> Vec<u8> {
+    let mut head = vec![b0];
+    match len {
+        n if n < 126 => head.push(0x80 | n as u8),
+        n if n <= usize::from(u16::MAX) => {
+            head.push(0x80 | 126);
+            head.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            head.push(0x80 | 127);
+            head.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    head.extend_from_slice(&key);
+    head
+}
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// TCP connect in progress.
+    Connecting,
+    /// Upgrade request sent; waiting for `101`.
+    Handshaking,
+    /// Ready for traffic.
+    Open,
+    /// Our close frame is sent; waiting for the server's close and EOF.
+    Closing,
+    /// Closed, failed or never opened.
+    Done,
+}
+
+/// What a connection is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Sends messages and checks their echoes.
+    Echo,
+    /// Receives the publisher's messages.
+    Subscriber,
+    /// Sends the broadcast messages.
+    Publisher,
+    /// Holds a connection open.
+    Idle,
+}
+
+/// One client connection.
+struct Conn {
+    /// The socket, until the connection is done.
+    stream: Option<TcpStream>,
+    /// Where it is in its life.
+    phase: Phase,
+    /// What it is for.
+    role: Role,
+    /// Bytes waiting to be written.
+    out: Vec<u8>,
+    /// How much of `out` is written.
+    out_pos: usize,
+    /// Queued for a write at the end of this turn.
+    dirty: bool,
+    /// Received bytes not yet forming a complete head, frame or message.
+    inbuf: Vec<u8>,
+    /// The `Sec-WebSocket-Accept` the server must answer with.
+    accept: String,
+    /// When the connect started (ns since the run's base instant).
+    started: u64,
+    /// Echo: the next sequence number to send.
+    next_seq: u64,
+    /// Echo: the sequence number the next reply must carry; subscriber:
+    /// the next sequence number expected from the publisher.
+    expect_seq: u64,
+    /// Echo: when each outstanding message was sent, oldest first.
+    sent_at: VecDeque<u64>,
+    /// Echo: queued for a refill this turn.
+    refill: bool,
+    /// Subscriber: messages received.
+    received: u64,
+    /// Subscriber: sequence numbers skipped and not (yet) seen.
+    missing: HashSet<u64>,
+}
+
+impl Conn {
+    /// Whether this connection counts for the slowest-subscriber minimum.
+    fn live_subscriber(&self) -> bool {
+        self.role == Role::Subscriber && matches!(self.phase, Phase::Open | Phase::Closing)
+    }
+}
+
+/// Per-thread results, merged at the end.
+struct Stats {
+    /// Echo round-trip or broadcast publish-to-receipt latencies.
+    latency: Histogram,
+    /// Connect-plus-handshake times.
+    connect: Histogram,
+    /// Round trips or deliveries completed inside the measured window.
+    done: u64,
+    /// Round trips or deliveries completed in all (drain included).
+    done_total: u64,
+    /// Connections opened.
+    opened: u64,
+    /// Connections that failed to open.
+    connect_failed: u64,
+    /// Wrong replies, unexpected closes, protocol errors.
+    errors: u64,
+    /// The first few error messages.
+    error_samples: Vec<String>,
+    /// Echo replies still missing after the drain; broadcast messages a
+    /// subscriber never received.
+    lost: u64,
+    /// Broadcast messages a subscriber received twice.
+    duplicated: u64,
+    /// Broadcast messages that arrived after a later one.
+    reordered: u64,
+    /// Broadcast messages published.
+    published: u64,
+    /// Pings answered.
+    pings: u64,
+    /// Leader only: measurements of the server and of this process.
+    probe: Probe,
+}
+
+/// Readings the leader thread takes at fixed points of the run.
+#[derive(Default, Clone)]
+struct Probe {
+    /// The length of the measured window in seconds.
+    window_s: f64,
+    /// Server CPU time (ns) at the start and end of the window.
+    server_cpu: Option<(u64, u64)>,
+    /// This process's CPU time (ns) at the start and end of the window.
+    client_cpu: Option<(u64, u64)>,
+    /// The server's VmRSS (KiB) once the connections settled.
+    rss_after_kb: Option<u64>,
+    /// Connect mode: seconds from the first connect until all were open.
+    connect_s: f64,
+}
+
+impl Stats {
+    /// Empty statistics.
+    fn new() -> Stats {
+        Stats {
+            latency: Histogram::new(),
+            connect: Histogram::new(),
+            done: 0,
+            done_total: 0,
+            opened: 0,
+            connect_failed: 0,
+            errors: 0,
+            error_samples: Vec::new(),
+            lost: 0,
+            duplicated: 0,
+            reordered: 0,
+            published: 0,
+            pings: 0,
+            probe: Probe::default(),
+        }
+    }
+
+    /// Counts an error and keeps the first few messages.
+    fn error(&mut self, message: impl FnOnce() -> String) {
+        self.errors += 1;
+        if self.error_samples.len() < 5 {
+            self.error_samples.push(message());
+        }
+    }
+
+    /// Adds another thread's statistics.
+    fn merge(&mut self, other: Stats) {
+        self.latency.merge(&other.latency);
+        self.connect.merge(&other.connect);
+        self.done += other.done;
+        self.done_total += other.done_total;
+        self.opened += other.opened;
+        self.connect_failed += other.connect_failed;
+        self.errors += other.errors;
+        for e in other.error_samples {
+            if self.error_samples.len() < 5 {
+                self.error_samples.push(e);
+            }
+        }
+        self.lost += other.lost;
+        self.duplicated += other.duplicated;
+        self.reordered += other.reordered;
+        self.published += other.published;
+        self.pings += other.pings;
+    }
+}
+
+/// State shared by the worker threads and the progress printer.
+struct Shared {
+    /// Timestamps are nanoseconds since this instant.
+    base: Instant,
+    /// Synchronises the phases of the workers.
+    barrier: Barrier,
+    /// Connections opened so far (progress).
+    opened: AtomicU64,
+    /// Round trips or deliveries so far (progress).
+    done: AtomicU64,
+    /// Broadcast: per thread, the fewest messages any of its subscribers
+    /// has received (`u64::MAX` when it has none).
+    min_received: Vec<AtomicU64>,
+    /// Broadcast: the final number of messages published, once publishing
+    /// has stopped.
+    published: AtomicU64,
+    /// Broadcast: publishing has stopped and `published` is final.
+    publishing_done: AtomicBool,
+    /// What the workers are doing, for the progress lines.
+    stage: Mutex<&'static str>,
+    /// Worker threads finished.
+    finished: AtomicUsize,
+}
+
+impl Shared {
+    /// Nanoseconds since the base instant.
+    fn now(&self) -> u64 {
+        self.base.elapsed().as_nanos() as u64
+    }
+
+    /// The fewest messages received by any subscriber on any thread.
+    fn global_min(&self) -> u64 {
+        self.min_received
+            .iter()
+            .map(|m| m.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Sets the stage shown on progress lines.
+    fn set_stage(&self, stage: &'static str) {
+        if let Ok(mut s) = self.stage.lock() {
+            *s = stage;
+        }
+    }
+}
+
+/// The state the input path needs besides the connection itself.
+struct Ctx {
+    /// This thread's index.
+    thread: usize,
+    /// The run's configuration.
+    cfg: Arc<Config>,
+    /// State shared with the other threads.
+    shared: Arc<Shared>,
+    /// The message template.
+    wire: Wire,
+    /// Results so far.
+    stats: Stats,
+    /// The time of the latest read (ns since base).
+    now: u64,
+    /// Whether completions count towards the measured window.
+    measuring: bool,
+    /// Connections to write at the end of this turn.
+    dirty: Vec<usize>,
+    /// Echo connections to refill at the end of this turn.
+    refill: Vec<usize>,
+    /// Connects and handshakes in flight.
+    connecting: usize,
+    /// Broadcast: the fewest messages any subscriber on this thread has.
+    min: u64,
+    /// Broadcast: how many subscribers on this thread are at `min`.
+    at_min: u64,
+    /// Completions not yet added to the shared progress counter.
+    unreported: u64,
+    /// For handshake keys.
+    rng: Rng,
+}
+
+impl Ctx {
+    /// Queues `conn` (index `idx`) for a write at the end of the turn.
+    fn mark_dirty(&mut self, conn: &mut Conn, idx: usize) {
+        if !conn.dirty {
+            conn.dirty = true;
+            self.dirty.push(idx);
+        }
+    }
+
+    /// Marks `conn` done after an error or EOF, counting what that means.
+    fn finish(&mut self, conn: &mut Conn, why: Option<String>) {
+        match conn.phase {
+            Phase::Connecting | Phase::Handshaking => {
+                self.connecting -= 1;
+                self.stats.connect_failed += 1;
+                if let Some(why) = why {
+                    self.stats.error(|| format!("connect failed: {why}"));
+                }
+            }
+            Phase::Open => {
+                let why = why.unwrap_or_else(|| "server closed the connection".into());
+                self.stats
+                    .error(|| format!("{:?} connection lost: {why}", conn.role));
+            }
+            Phase::Closing | Phase::Done => {}
+        }
+        if conn.live_subscriber() && conn.received == self.min {
+            // It no longer holds the minimum back.
+            self.at_min = self.at_min.saturating_sub(1);
+        }
+        conn.phase = Phase::Done;
+        conn.stream = None;
+        conn.out = Vec::new();
+        conn.inbuf = Vec::new();
+    }
+
+    /// The connection is ready for traffic.
+    fn opened(&mut self, conn: &mut Conn) {
+        conn.phase = Phase::Open;
+        conn.accept = String::new();
+        self.connecting -= 1;
+        self.stats.opened += 1;
+        self.stats
+            .connect
+            .record(self.now.saturating_sub(conn.started));
+        self.shared.opened.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Handles bytes read from `conn`.
+    fn ingest(&mut self, conn: &mut Conn, idx: usize, data: &[u8]) {
+        if conn.phase == Phase::Handshaking && self.wire.raw {
+            if data[0] != RAW_GREETING {
+                return self.finish(conn, Some("no greeting from the raw server".into()));
+            }
+            self.opened(conn);
+            if data.len() > 1 {
+                self.ingest(conn, idx, &data[1..]);
+            }
+            return;
+        }
+        if conn.phase == Phase::Handshaking {
+            conn.inbuf.extend_from_slice(data);
+            let buf = std::mem::take(&mut conn.inbuf);
+            match self.handshake_reply(conn, &buf) {
+                Ok(None) => conn.inbuf = buf,
+                Ok(Some(used)) => {
+                    self.opened(conn);
+                    if used < buf.len() {
+                        self.ingest(conn, idx, &buf[used..]);
+                    }
+                }
+                Err(why) => self.finish(conn, Some(why)),
+            }
+            return;
+        }
+        if conn.inbuf.is_empty() {
+            let used = self.units(conn, idx, data);
+            if conn.phase != Phase::Done {
+                conn.inbuf.extend_from_slice(&data[used..]);
+            }
+        } else {
+            conn.inbuf.extend_from_slice(data);
+            let buf = std::mem::take(&mut conn.inbuf);
+            let used = self.units(conn, idx, &buf);
+            if conn.phase != Phase::Done {
+                conn.inbuf = buf;
+                conn.inbuf.drain(..used);
+            }
+        }
+    }
+
+    /// Checks the server's `101` response; returns the head's length once
+    /// complete.
+    fn handshake_reply(&mut self, conn: &mut Conn, buf: &[u8]) -> Result<Option<usize>, String> {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut response = httparse::Response::new(&mut headers);
+        let used = match response.parse(buf) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) if buf.len() < 16 * 1024 => return Ok(None),
+            Ok(httparse::Status::Partial) => return Err("response head over 16 KiB".into()),
+            Err(e) => return Err(format!("bad response head: {e}")),
+        };
+        if response.code != Some(101) {
+            return Err(format!("status {:?} instead of 101", response.code));
+        }
+        let header = |name: &str| {
+            response
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .map(|h| h.value)
+        };
+        if !header("Upgrade").is_some_and(|v| v.eq_ignore_ascii_case(b"websocket")) {
+            return Err("101 without Upgrade: websocket".into());
+        }
+        if header("Sec-WebSocket-Accept") != Some(conn.accept.as_bytes()) {
+            return Err("wrong Sec-WebSocket-Accept".into());
+        }
+        Ok(Some(used))
+    }
+
+    /// Handles every complete frame (or raw message) at the front of
+    /// `data`; returns the bytes used.
+    fn units(&mut self, conn: &mut Conn, idx: usize, data: &[u8]) -> usize {
+        if self.wire.raw {
+            let size = self.cfg.size;
+            let whole = data.len() / size * size;
+            for message in data[..whole].chunks_exact(size) {
+                self.message(conn, idx, self.wire.opcode, message);
+            }
+            return whole;
+        }
+        let mut at = 0;
+        while conn.phase != Phase::Done {
+            let rest = &data[at..];
+            if rest.len() < 2 {
+                break;
+            }
+            let (b0, b1) = (rest[0], rest[1]);
+            if b1 & 0x80 != 0 || b0 & 0x70 != 0 {
+                self.finish(
+                    conn,
+                    Some("masked or reserved-bit frame from the server".into()),
+                );
+                break;
+            }
+            let (head, len) = match b1 & 0x7F {
+                126 if rest.len() >= 4 => (4, usize::from(u16::from_be_bytes([rest[2], rest[3]]))),
+                127 if rest.len() >= 10 => {
+                    let mut n = [0u8; 8];
+                    n.copy_from_slice(&rest[2..10]);
+                    (
+                        10,
+                        usize::try_from(u64::from_be_bytes(n)).unwrap_or(usize::MAX),
+                    )
+                }
+                126 | 127 => break,
+                n => (2, usize::from(n)),
+            };
+            if len > MAX_PAYLOAD {
+                self.finish(conn, Some(format!("frame of {len} bytes from the server")));
+                break;
+            }
+            if rest.len() < head + len {
+                break;
+            }
+            let payload = &rest[head..head + len];
+            at += head + len;
+            match (b0 & 0x80 != 0, b0 & 0x0F) {
+                (true, op @ (0x1 | 0x2)) => self.message(conn, idx, op, payload),
+                (true, 0x9) => {
+                    self.stats.pings += 1;
+                    self.wire.push_control(&mut conn.out, 0xA, payload);
+                    self.mark_dirty(conn, idx);
+                }
+                (true, 0xA) => {}
+                (true, 0x8) => {
+                    if conn.phase == Phase::Open {
+                        let code = payload.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]]));
+                        self.stats.error(|| {
+                            format!("{:?} closed by the server with {code:?}", conn.role)
+                        });
+                        self.wire.push_control(&mut conn.out, 0x8, &[0x03, 0xE8]);
+                        self.mark_dirty(conn, idx);
+                        conn.phase = Phase::Closing;
+                    }
+                }
+                (fin, op) => {
+                    self.finish(
+                        conn,
+                        Some(format!("unexpected frame (fin {fin}, opcode {op})")),
+                    );
+                }
+            }
+        }
+        at
+    }
+
+    /// Handles one data message.
+    fn message(&mut self, conn: &mut Conn, idx: usize, opcode: u8, payload: &[u8]) {
+        if conn.phase != Phase::Open && conn.phase != Phase::Closing {
+            return;
+        }
+        let plain = &self.wire.plain;
+        if opcode != self.wire.opcode || payload.len() != plain.len() {
+            self.stats.error(|| {
+                format!(
+                    "{:?} got opcode {opcode} with {} bytes, wanted {} bytes",
+                    conn.role,
+                    payload.len(),
+                    plain.len()
+                )
+            });
+            return;
+        }
+        match conn.role {
+            Role::Echo => {
+                let n = STAMP.min(payload.len());
+                let mut want = [0u8; STAMP];
+                put_stamp(&mut want[..n], conn.expect_seq);
+                if payload[..n] != want[..n] || payload[n..] != plain[n..] {
+                    let seq = get_stamp(&payload[..n]);
+                    let expected = conn.expect_seq;
+                    self.stats
+                        .error(|| format!("echo reply {seq:?} differs from message {expected}"));
+                }
+                conn.expect_seq += 1;
+                match conn.sent_at.pop_front() {
+                    Some(sent) => self.stats.latency.record(self.now.saturating_sub(sent)),
+                    None => self
+                        .stats
+                        .error(|| "echo reply with nothing outstanding".into()),
+                }
+                self.complete();
+                if !conn.refill {
+                    conn.refill = true;
+                    self.refill.push(idx);
+                }
+            }
+            Role::Subscriber => {
+                let seq = get_stamp(&payload[..STAMP]);
+                let sent = get_stamp(&payload[STAMP..2 * STAMP]);
+                let (Some(seq), Some(sent)) = (seq, sent) else {
+                    self.stats
+                        .error(|| "broadcast payload without stamps".into());
+                    return;
+                };
+                if payload[2 * STAMP..] != plain[2 * STAMP..] {
+                    self.stats
+                        .error(|| format!("broadcast message {seq} corrupted"));
+                }
+                self.stats.latency.record(self.now.saturating_sub(sent));
+                if seq == conn.expect_seq {
+                    conn.expect_seq += 1;
+                } else if seq > conn.expect_seq + 1_000_000 {
+                    self.stats
+                        .error(|| format!("broadcast sequence jumped to {seq}"));
+                } else if seq > conn.expect_seq {
+                    conn.missing.extend(conn.expect_seq..seq);
+                    conn.expect_seq = seq + 1;
+                } else if conn.missing.remove(&seq) {
+                    self.stats.reordered += 1;
+                } else {
+                    self.stats.duplicated += 1;
+                }
+                if conn.received == self.min {
+                    self.at_min = self.at_min.saturating_sub(1);
+                }
+                conn.received += 1;
+                self.complete();
+            }
+            Role::Publisher | Role::Idle => {
+                self.stats
+                    .error(|| format!("{:?} connection received a message", conn.role));
+            }
+        }
+    }
+
+    /// Counts one completed round trip or delivery.
+    fn complete(&mut self) {
+        self.stats.done_total += 1;
+        if self.measuring {
+            self.stats.done += 1;
+        }
+        self.unreported += 1;
+    }
+}
+
+/// One worker thread: its poller, its connections and its statistics.
+struct Worker {
+    /// The thread's poller.
+    poll: Poll,
+    /// Readiness events.
+    events: Events,
+    /// Connections by token.
+    conns: Vec<Conn>,
+    /// The read buffer.
+    rbuf: Vec<u8>,
+    /// Everything else.
+    ctx: Ctx,
+}
+
+impl Worker {
+    /// A worker for thread `thread`.
+    fn new(thread: usize, cfg: Arc<Config>, shared: Arc<Shared>) -> io::Result<Worker> {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15
+            ^ (thread as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03)
+            ^ shared.now());
+        rng.next();
+        let key = (rng.next() as u32).to_ne_bytes();
+        let wire = Wire::new(&cfg, key);
+        Ok(Worker {
+            poll: Poll::new()?,
+            events: Events::with_capacity(4096),
+            conns: Vec::new(),
+            rbuf: vec![0; READ_CHUNK],
+            ctx: Ctx {
+                thread,
+                cfg,
+                shared,
+                wire,
+                stats: Stats::new(),
+                now: 0,
+                measuring: false,
+                dirty: Vec::new(),
+                refill: Vec::new(),
+                connecting: 0,
+                min: 0,
+                at_min: 0,
+                unreported: 0,
+                rng,
+            },
+        })
+    }
+
+    /// Starts connecting one connection with `role`.
+    fn start_connect(&mut self, role: Role) {
+        let idx = self.conns.len();
+        let now = self.ctx.shared.now();
+        let mut conn = Conn {
+            stream: None,
+            phase: Phase::Done,
+            role,
+            out: Vec::new(),
+            out_pos: 0,
+            dirty: false,
+            inbuf: Vec::new(),
+            accept: String::new(),
+            started: now,
+            next_seq: 0,
+            expect_seq: 0,
+            sent_at: VecDeque::new(),
+            refill: false,
+            received: 0,
+            missing: HashSet::new(),
+        };
+        match TcpStream::connect(self.ctx.cfg.addr) {
+            Ok(mut stream) => {
+                let interest = Interest::READABLE | Interest::WRITABLE;
+                match self
+                    .poll
+                    .registry()
+                    .register(&mut stream, Token(idx), interest)
+                {
+                    Ok(()) => {
+                        conn.stream = Some(stream);
+                        conn.phase = Phase::Connecting;
+                        self.ctx.connecting += 1;
+                    }
+                    Err(e) => {
+                        self.ctx.stats.connect_failed += 1;
+                        self.ctx.stats.error(|| format!("register failed: {e}"));
+                    }
+                }
+            }
+            Err(e) => {
+                self.ctx.stats.connect_failed += 1;
+                self.ctx.stats.error(|| format!("connect failed: {e}"));
+            }
+        }
+        self.conns.push(conn);
+    }
+
+    /// A connecting socket became writable: see whether it is connected.
+    fn check_connected(&mut self, idx: usize) {
+        let ctx = &mut self.ctx;
+        let conn = &mut self.conns[idx];
+        let Some(stream) = conn.stream.as_ref() else {
+            return;
+        };
+        match stream.take_error() {
+            Ok(Some(e)) | Err(e) => return ctx.finish(conn, Some(e.to_string())),
+            Ok(None) => {}
+        }
+        match stream.peer_addr() {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+            Err(e) => return ctx.finish(conn, Some(e.to_string())),
+        }
+        let _ = stream.set_nodelay(true);
+        ctx.now = ctx.shared.now();
+        if ctx.wire.raw {
+            // Wait for the raw server's one-byte greeting.
+            conn.phase = Phase::Handshaking;
+            return;
+        }
+        let mut nonce = [0u8; 16];
+        nonce[..8].copy_from_slice(&ctx.rng.next().to_ne_bytes());
+        nonce[8..].copy_from_slice(&ctx.rng.next().to_ne_bytes());
+        let key = BASE64.encode(nonce);
+        let mut sha = Sha1::new();
+        sha.update(key.as_bytes());
+        sha.update(ACCEPT_GUID);
+        conn.accept = BASE64.encode(sha.finalize());
+        let _ = write!(
+            AsString(&mut conn.out),
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nUser-Agent: wsbench\r\n\r\n",
+            ctx.cfg.path,
+            ctx.cfg.addr
+        );
+        conn.phase = Phase::Handshaking;
+        ctx.mark_dirty(conn, idx);
+    }
+
+    /// Reads everything `idx` has, handling it as it comes.
+    fn on_readable(&mut self, idx: usize, hang_up: bool) {
+        if self.conns[idx].phase == Phase::Connecting {
+            self.check_connected(idx);
+        }
+        let Worker {
+            conns, rbuf, ctx, ..
+        } = self;
+        let conn = &mut conns[idx];
+        loop {
+            let Some(stream) = conn.stream.as_mut() else {
+                return;
+            };
+            if conn.phase == Phase::Connecting {
+                return;
+            }
+            match stream.read(rbuf) {
+                Ok(0) => {
+                    if conn.phase == Phase::Closing {
+                        conn.phase = Phase::Done;
+                        conn.stream = None;
+                    } else {
+                        ctx.finish(conn, None);
+                    }
+                    return;
+                }
+                Ok(n) => {
+                    ctx.now = ctx.shared.now();
+                    ctx.ingest(conn, idx, &rbuf[..n]);
+                    if n < rbuf.len() && !hang_up {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return ctx.finish(conn, Some(e.to_string())),
+            }
+        }
+    }
+
+    /// Writes what `idx` has queued, as far as the socket takes.
+    fn flush(&mut self, idx: usize) {
+        let Worker { conns, ctx, .. } = self;
+        let conn = &mut conns[idx];
+        conn.dirty = false;
+        let Some(stream) = conn.stream.as_mut() else {
+            return;
+        };
+        if conn.phase == Phase::Connecting {
+            return;
+        }
+        while conn.out_pos < conn.out.len() {
+            match stream.write(&conn.out[conn.out_pos..]) {
+                Ok(n) => conn.out_pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return ctx.finish(conn, Some(e.to_string())),
+            }
+        }
+        if conn.out_pos == conn.out.len() {
+            conn.out.clear();
+            conn.out_pos = 0;
+        } else if conn.out_pos > conn.out.len() / 2 {
+            conn.out.drain(..conn.out_pos);
+            conn.out_pos = 0;
+        }
+    }
+
+    /// Waits for events (at most `timeout`) and handles them, then writes
+    /// every dirty connection once.
+    fn turn(&mut self, timeout: Duration) -> io::Result<()> {
+        match self.poll.poll(&mut self.events, Some(timeout)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        for event in events.iter() {
+            let idx = event.token().0;
+            let hang_up = event.is_read_closed() || event.is_error();
+            let (readable, writable) = (event.is_readable() || hang_up, event.is_writable());
+            if idx >= self.conns.len() {
+                continue;
+            }
+            if writable {
+                if self.conns[idx].phase == Phase::Connecting {
+                    self.check_connected(idx);
+                } else {
+                    let Worker { conns, ctx, .. } = self;
+                    ctx.mark_dirty(&mut conns[idx], idx);
+                }
+            }
+            if readable {
+                self.on_readable(idx, hang_up);
+            }
+        }
+        self.events = events;
+        self.after_input();
+        Ok(())
+    }
+
+    /// End-of-batch work: refills, publishing, the subscriber minimum,
+    /// progress, and one write per dirty connection.
+    fn after_input(&mut self) {
+        if self.ctx.cfg.mode == Mode::Broadcast && self.ctx.at_min == 0 {
+            self.recompute_min();
+        }
+        for idx in std::mem::take(&mut self.ctx.refill) {
+            self.conns[idx].refill = false;
+            self.fill_echo(idx);
+        }
+        if self.ctx.unreported > 0 {
+            self.ctx
+                .shared
+                .done
+                .fetch_add(self.ctx.unreported, Ordering::Relaxed);
+            self.ctx.unreported = 0;
+        }
+        for idx in std::mem::take(&mut self.ctx.dirty) {
+            self.flush(idx);
+        }
+    }
+
+    /// Recomputes this thread's slowest-subscriber count and publishes it.
+    fn recompute_min(&mut self) {
+        let mut min = u64::MAX;
+        let mut at_min = 0;
+        for conn in self.conns.iter().filter(|c| c.live_subscriber()) {
+            match conn.received.cmp(&min) {
+                std::cmp::Ordering::Less => {
+                    min = conn.received;
+                    at_min = 1;
+                }
+                std::cmp::Ordering::Equal => at_min += 1,
+                std::cmp::Ordering::Greater => {}
+            }
+        }
+        self.ctx.min = min;
+        self.ctx.at_min = at_min.max(1);
+        self.ctx.shared.min_received[self.ctx.thread].store(min, Ordering::Release);
+    }
+
+    /// Tops echo connection `idx` up to `--inflight` messages in flight.
+    fn fill_echo(&mut self, idx: usize) {
+        let Worker { conns, ctx, .. } = self;
+        let conn = &mut conns[idx];
+        if conn.phase != Phase::Open || conn.role != Role::Echo || !ctx.measuring {
+            return;
+        }
+        let now = ctx.shared.now();
+        let mut added = false;
+        while conn.sent_at.len() < ctx.cfg.inflight {
+            ctx.wire.push(&mut conn.out, &[conn.next_seq]);
+            conn.next_seq += 1;
+            conn.sent_at.push_back(now);
+            added = true;
+        }
+        if added {
+            ctx.mark_dirty(conn, idx);
+        }
+    }
+
+    /// Publishes as many messages as the window allows on `idx`.
+    fn fill_publisher(&mut self, idx: usize) {
+        let Worker { conns, ctx, .. } = self;
+        let conn = &mut conns[idx];
+        if conn.phase != Phase::Open {
+            return;
+        }
+        let min = ctx.shared.global_min();
+        if min == u64::MAX {
+            return;
+        }
+        let outstanding = ctx.stats.published.saturating_sub(min);
+        if outstanding >= ctx.cfg.window {
+            return;
+        }
+        let now = ctx.shared.now();
+        for _ in outstanding..ctx.cfg.window {
+            ctx.wire.push(&mut conn.out, &[ctx.stats.published, now]);
+            ctx.stats.published += 1;
+        }
+        ctx.mark_dirty(conn, idx);
+    }
+
+    /// Opens every connection planned for this thread (at most
+    /// `--connect-window` in flight), until `deadline`.
+    fn connect_all(&mut self, count: usize, role: Role, deadline: Instant) -> io::Result<()> {
+        let mut left = count;
+        loop {
+            while left > 0 && self.ctx.connecting < self.ctx.cfg.connect_window {
+                self.start_connect(role);
+                left -= 1;
+            }
+            if left == 0 && self.ctx.connecting == 0 {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            self.turn((deadline - now).min(Duration::from_millis(100)))?;
+        }
+        let ctx = &mut self.ctx;
+        for conn in &mut self.conns {
+            if matches!(conn.phase, Phase::Connecting | Phase::Handshaking) {
+                ctx.finish(conn, Some("timed out".into()));
+            }
+        }
+        ctx.stats.connect_failed += left as u64;
+        if left > 0 {
+            ctx.stats
+                .error(|| format!("{left} connections not attempted before the deadline"));
+        }
+        Ok(())
+    }
+
+    /// Sends close frames (or drops raw sockets) and waits for the server
+    /// to finish the closing handshake.
+    fn close_all(&mut self) -> io::Result<()> {
+        self.ctx.measuring = false;
+        for idx in 0..self.conns.len() {
+            let Worker { conns, ctx, .. } = self;
+            let conn = &mut conns[idx];
+            match conn.phase {
+                Phase::Open if !ctx.wire.raw => {
+                    ctx.wire.push_control(&mut conn.out, 0x8, &[0x03, 0xE8]);
+                    conn.phase = Phase::Closing;
+                    ctx.mark_dirty(conn, idx);
+                }
+                Phase::Done | Phase::Closing => {}
+                _ => {
+                    conn.phase = Phase::Done;
+                    conn.stream = None;
+                }
+            }
+        }
+        self.after_input();
+        let deadline = Instant::now() + CLOSE_WAIT;
+        while self.conns.iter().any(|c| c.phase == Phase::Closing) {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            self.turn((deadline - now).min(Duration::from_millis(100)))?;
+        }
+        self.conns.clear();
+        Ok(())
+    }
+}
+
+/// Lets `write!` append to a byte vector.
+struct AsString<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for AsString<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// How many connections thread `t` of `threads` opens out of `n`.
+fn share(n: usize, t: usize, threads: usize) -> usize {
+    n / threads + usize::from(t < n % threads)
+}
+
+/// Runs one worker thread from the first connect to the last close.
+fn run_worker(thread: usize, cfg: Arc<Config>, shared: Arc<Shared>) -> io::Result<Stats> {
+    let mut w = Worker::new(thread, Arc::clone(&cfg), Arc::clone(&shared))?;
+    let leader = thread == 0;
+    let mine = share(cfg.conns, thread, cfg.threads);
+    let role = match cfg.mode {
+        Mode::Echo => Role::Echo,
+        Mode::Broadcast => Role::Subscriber,
+        Mode::Connect => Role::Idle,
+    };
+    let connect_budget = match cfg.mode {
+        Mode::Connect => cfg.duration.max(Duration::from_secs(1)),
+        _ => Duration::from_secs(10).max(Duration::from_millis(cfg.conns as u64)),
+    };
+    let connect_started = Instant::now();
+    w.connect_all(mine, role, connect_started + connect_budget)?;
+    let connect_s = connect_started.elapsed().as_secs_f64();
+    shared.barrier.wait();
+    if cfg.mode == Mode::Broadcast {
+        w.recompute_min();
+        shared.barrier.wait();
+        if leader {
+            shared.set_stage("publisher connecting");
+            w.connect_all(1, Role::Publisher, Instant::now() + Duration::from_secs(10))?;
+        }
+        shared.barrier.wait();
+    }
+    let publisher = w.conns.iter().position(|c| c.role == Role::Publisher);
+    if leader {
+        shared.set_stage(match cfg.mode {
+            Mode::Connect => "holding",
+            _ => "measuring",
+        });
+    }
+
+    // The measured window (echo, broadcast) or the hold (connect).
+    let start = Instant::now();
+    let window = match cfg.mode {
+        Mode::Connect => SETTLE + cfg.hold,
+        _ => cfg.duration,
+    };
+    let end = start + window;
+    let mut probe_start = None;
+    let mut probe = Probe {
+        connect_s,
+        ..Probe::default()
+    };
+    let take_probe = |cfg: &Config| {
+        let server = cfg
+            .server_pid
+            .and_then(|pid| cpu_ns(&format!("/proc/{pid}")));
+        (server, cpu_ns("/proc/self"))
+    };
+    if leader && cfg.mode != Mode::Connect {
+        probe_start = Some((Instant::now(), take_probe(&cfg)));
+    }
+    w.ctx.measuring = true;
+    let echo_conns: Vec<usize> = (0..w.conns.len()).collect();
+    for idx in echo_conns {
+        w.fill_echo(idx);
+    }
+    loop {
+        if let Some(p) = publisher {
+            w.fill_publisher(p);
+        }
+        w.after_input();
+        let now = Instant::now();
+        if leader && cfg.mode == Mode::Connect && probe_start.is_none() && now >= start + SETTLE {
+            probe.rss_after_kb = cfg.server_pid.and_then(vm_rss_kb);
+            probe_start = Some((now, take_probe(&cfg)));
+        }
+        if now >= end {
+            break;
+        }
+        let mut timeout = (end - now).min(Duration::from_millis(100));
+        if publisher.is_some() && cfg.threads > 1 {
+            timeout = timeout.min(Duration::from_millis(1));
+        }
+        if cfg.mode == Mode::Connect && probe_start.is_none() && leader {
+            timeout = timeout.min((start + SETTLE).saturating_duration_since(now));
+        }
+        w.turn(timeout)?;
+    }
+    w.ctx.measuring = false;
+    if let Some((at, (server0, client0))) = probe_start {
+        let (server1, client1) = take_probe(&cfg);
+        probe.window_s = at.elapsed().as_secs_f64();
+        probe.server_cpu = server0.zip(server1);
+        probe.client_cpu = client0.zip(client1);
+    }
+
+    // Drain: wait for the replies and deliveries still in flight.
+    if leader {
+        shared.set_stage("draining");
+    }
+    if let Some(p) = publisher {
+        w.flush(p);
+        shared
+            .published
+            .store(w.ctx.stats.published, Ordering::Release);
+        shared.publishing_done.store(true, Ordering::Release);
+    }
+    let drain_end = Instant::now() + DRAIN;
+    loop {
+        let pending = match cfg.mode {
+            Mode::Echo => w
+                .conns
+                .iter()
+                .any(|c| c.phase == Phase::Open && !c.sent_at.is_empty()),
+            Mode::Broadcast => {
+                !shared.publishing_done.load(Ordering::Acquire)
+                    || w.ctx.min < shared.published.load(Ordering::Acquire)
+            }
+            Mode::Connect => false,
+        };
+        let now = Instant::now();
+        if !pending || now >= drain_end {
+            break;
+        }
+        w.turn((drain_end - now).min(Duration::from_millis(10)))?;
+        if cfg.mode == Mode::Broadcast {
+            w.recompute_min();
+        }
+    }
+    let published = shared.published.load(Ordering::Acquire);
+    for conn in &w.conns {
+        match conn.role {
+            Role::Echo => w.ctx.stats.lost += conn.sent_at.len() as u64,
+            Role::Subscriber if conn.phase != Phase::Done => {
+                let unique = conn.expect_seq - conn.missing.len() as u64;
+                w.ctx.stats.lost += published.saturating_sub(unique);
+            }
+            Role::Subscriber => w.ctx.stats.lost += published.saturating_sub(conn.received),
+            _ => {}
+        }
+    }
+    if leader {
+        shared.set_stage("closing");
+    }
+    w.close_all()?;
+    w.ctx.stats.probe = probe;
+    Ok(w.ctx.stats)
+}
+
+/// The CPU time a process (`/proc/PID` or `/proc/self`) has used, in ns:
+/// the sum over its threads of `task/*/schedstat` (nanosecond resolution),
+/// or else utime + stime from `stat` (10 ms ticks).
+fn cpu_ns(proc_dir: &str) -> Option<u64> {
+    let from_schedstat = std::fs::read_dir(format!("{proc_dir}/task"))
+        .ok()
+        .map(|tasks| {
+            tasks
+                .filter_map(|task| {
+                    let text = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+                    text.split_whitespace().next()?.parse::<u64>().ok()
+                })
+                .sum::<u64>()
+        })
+        .filter(|&ns| ns > 0);
+    from_schedstat.or_else(|| {
+        let stat = std::fs::read_to_string(format!("{proc_dir}/stat")).ok()?;
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        Some(ticks * (1_000_000_000 / CLOCK_TICKS))
+    })
+}
+
+/// A process's resident set size in KiB.
+fn vm_rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The soft limit on open descriptors, from `/proc/self/limits`.
+fn fd_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// The number of ephemeral ports, from `/proc/sys/net/ipv4/ip_local_port_range`.
+fn port_range() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut parts = text.split_whitespace().map(|p| p.parse::<usize>().ok());
+    let (low, high) = (parts.next()??, parts.next()??);
+    Some(high.saturating_sub(low) + 1)
+}
+
+/// Clock ticks per second (USER_HZ), 100 on Linux.
+const CLOCK_TICKS: u64 = 100;
+
+/// CPU use in percent of one core over a probe window.
+fn cpu_pct(ns: Option<(u64, u64)>, seconds: f64) -> Option<f64> {
+    let (a, b) = ns?;
+    (seconds > 0.0).then(|| b.saturating_sub(a) as f64 / 1e9 / seconds * 100.0)
+}
+
+/// CPU time per completed message in ns over a probe window.
+fn cpu_per_message(ns: Option<(u64, u64)>, messages: u64) -> Option<f64> {
+    let (a, b) = ns?;
+    (messages > 0).then(|| b.saturating_sub(a) as f64 / messages as f64)
+}
+
+/// Builds the one-line JSON result.
+struct Json(String);
+
+impl Json {
+    /// Adds a string field.
+    fn str(&mut self, key: &str, value: &str) -> &mut Json {
+        let escaped: String = value
+            .chars()
+            .flat_map(|c| match c {
+                '"' | '\\' => vec!['\\', c],
+                c if c.is_control() => vec![' '],
+                c => vec![c],
+            })
+            .collect();
+        self.field(key, &format!("\"{escaped}\""))
+    }
+
+    /// Adds a numeric field (`null` when absent or not finite).
+    fn num(&mut self, key: &str, value: Option<f64>) -> &mut Json {
+        let text = match value {
+            Some(v) if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e15 => format!("{v:.0}"),
+            Some(v) if v.is_finite() => format!("{v:.3}"),
+            _ => "null".into(),
+        };
+        self.field(key, &text)
+    }
+
+    /// Adds a field with an already encoded value.
+    fn field(&mut self, key: &str, value: &str) -> &mut Json {
+        if self.0.len() > 1 {
+            self.0.push(',');
+        }
+        let _ = write!(self.0, "\"{key}\":{value}");
+        self
+    }
+}
+
+/// Parses the command line, runs the workers, prints the results.
+fn main() {
+    let cfg = match Config::parse(std::env::args().skip(1)) {
+        Ok(cfg) => Arc::new(cfg),
+        Err(e) => {
+            eprintln!("wsbench: {e}");
+            std::process::exit(2);
+        }
+    };
+    let needed = cfg.conns + 1 + SPARE_FDS;
+    if let Some(limit) = fd_limit()
+        && needed > limit
+    {
+        eprintln!("wsbench: {needed} descriptors needed but `ulimit -n` is {limit}");
+        std::process::exit(2);
+    }
+    if let Some(ports) = port_range()
+        && cfg.conns + 1 > ports.saturating_sub(1000)
+    {
+        eprintln!(
+            "wsbench: {} connections exceed the {ports} ephemeral ports of one source address \
+             (binding several 127.0.0.X sources would need socket2)",
+            cfg.conns
+        );
+        std::process::exit(2);
+    }
+    let rss_before = cfg.server_pid.and_then(vm_rss_kb);
+    let shared = Arc::new(Shared {
+        base: Instant::now(),
+        barrier: Barrier::new(cfg.threads),
+        opened: AtomicU64::new(0),
+        done: AtomicU64::new(0),
+        min_received: (0..cfg.threads).map(|_| AtomicU64::new(u64::MAX)).collect(),
+        published: AtomicU64::new(0),
+        publishing_done: AtomicBool::new(false),
+        stage: Mutex::new("connecting"),
+        finished: AtomicUsize::new(0),
+    });
+    let workers: Vec<_> = (0..cfg.threads)
+        .map(|t| {
+            let (cfg, shared) = (Arc::clone(&cfg), Arc::clone(&shared));
+            std::thread::Builder::new()
+                .name(format!("wsbench-{t}"))
+                .spawn(move || {
+                    let result = run_worker(t, cfg, Arc::clone(&shared));
+                    shared.finished.fetch_add(1, Ordering::Release);
+                    result
+                })
+                .expect("spawn a worker thread")
+        })
+        .collect();
+    let planned = match cfg.mode {
+        Mode::Connect => cfg.duration.min(Duration::from_secs(5)) + cfg.hold,
+        _ => cfg.duration,
+    };
+    let show = cfg.progress.unwrap_or(planned >= Duration::from_secs(3));
+    let started = Instant::now();
+    let mut last = (Instant::now(), 0u64);
+    while shared.finished.load(Ordering::Acquire) < cfg.threads {
+        std::thread::sleep(Duration::from_millis(50));
+        if !show || last.0.elapsed() < Duration::from_secs(1) {
+            continue;
+        }
+        let done = shared.done.load(Ordering::Relaxed);
+        let rate = (done - last.1) as f64 / last.0.elapsed().as_secs_f64();
+        let stage = shared.stage.lock().map(|s| *s).unwrap_or("?");
+        let what = match cfg.mode {
+            Mode::Echo => format!("  round trips {rate:>10.0}/s"),
+            Mode::Broadcast => format!("  deliveries {rate:>10.0}/s"),
+            Mode::Connect => String::new(),
+        };
+        eprintln!(
+            "[{:5.1}s] {stage:<20} open {:>6}{what}",
+            started.elapsed().as_secs_f64(),
+            shared.opened.load(Ordering::Relaxed),
+        );
+        last = (Instant::now(), done);
+    }
+    let mut total = Stats::new();
+    let mut probe = Probe::default();
+    for (t, handle) in workers.into_iter().enumerate() {
+        match handle.join() {
+            Ok(Ok(stats)) => {
+                if t == 0 {
+                    probe = stats.probe.clone();
+                }
+                total.merge(stats);
+            }
+            Ok(Err(e)) => total.error(|| format!("worker {t} failed: {e}")),
+            Err(_) => total.error(|| format!("worker {t} panicked")),
+        }
+    }
+    report(&cfg, &total, &probe, rss_before);
+}
+
+/// Prints the human summary and the `RESULT` line; exits 1 on errors.
+fn report(cfg: &Config, s: &Stats, probe: &Probe, rss_before: Option<u64>) {
+    let secs = probe.window_s.max(1e-9);
+    let server_cpu = cpu_pct(probe.server_cpu, probe.window_s);
+    let client_cpu = cpu_pct(probe.client_cpu, probe.window_s);
+    let server_ns = cpu_per_message(probe.server_cpu, s.done);
+    let client_ns = cpu_per_message(probe.client_cpu, s.done);
+    let target = if cfg.raw { "raw TCP" } else { "WebSocket" };
+    let kind = if cfg.binary { "binary" } else { "text" };
+    let mut json = Json("{".into());
+    json.str("mode", cfg.mode.name())
+        .field("raw", if cfg.raw { "true" } else { "false" })
+        .str("label", &cfg.label)
+        .num("conns", Some(cfg.conns as f64))
+        .num("threads", Some(cfg.threads as f64))
+        .num("size", Some(cfg.size as f64))
+        .str("kind", kind)
+        .num("window_s", Some(probe.window_s));
+    let pct = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.0}%"));
+    println!(
+        "wsbench {} ({target}) against {}",
+        cfg.mode.name(),
+        cfg.addr
+    );
+    match cfg.mode {
+        Mode::Echo => {
+            let rate = s.done as f64 / secs;
+            let mbps = rate * cfg.size as f64 / 1e6;
+            println!(
+                "  {} conns x {} in flight, {} B {kind}, {:.1} s measured",
+                cfg.conns, cfg.inflight, cfg.size, probe.window_s
+            );
+            println!(
+                "  round trips: {} ({rate:.0}/s), {mbps:.1} MB/s of payload each way",
+                s.done
+            );
+            println!(
+                "  latency: p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us, max {:.1} us",
+                s.latency.us(0.5),
+                s.latency.us(0.99),
+                s.latency.us(0.999),
+                s.latency.max as f64 / 1e3
+            );
+            json.num("inflight", Some(cfg.inflight as f64))
+                .num("round_trips", Some(s.done as f64))
+                .num("rt_per_s", Some(rate))
+                .num("mb_per_s", Some(mbps));
+        }
+        Mode::Broadcast => {
+            let published = s.published as f64 / secs;
+            let deliveries = s.done as f64 / secs;
+            println!(
+                "  1 publisher -> {} subscribers, {} B {kind}, window {}, {:.1} s measured",
+                cfg.conns, cfg.size, cfg.window, probe.window_s
+            );
+            println!(
+                "  published: {} ({published:.0}/s), deliveries: {} ({deliveries:.0}/s)",
+                s.published, s.done_total
+            );
+            println!(
+                "  fan-out latency: p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us, max {:.1} us",
+                s.latency.us(0.5),
+                s.latency.us(0.99),
+                s.latency.us(0.999),
+                s.latency.max as f64 / 1e3
+            );
+            println!(
+                "  lost {}, duplicated {}, reordered {}",
+                s.lost, s.duplicated, s.reordered
+            );
+            json.num("window", Some(cfg.window as f64))
+                .num("published", Some(s.published as f64))
+                .num("published_per_s", Some(published))
+                .num("deliveries", Some(s.done_total as f64))
+                .num("deliveries_per_s", Some(deliveries))
+                .num("duplicated", Some(s.duplicated as f64))
+                .num("reordered", Some(s.reordered as f64));
+        }
+        Mode::Connect => {
+            let rate = s.opened as f64 / probe.connect_s.max(1e-9);
+            println!(
+                "  {} of {} connections open in {:.2} s ({rate:.0}/s), connect p50 {:.0} us, p99 {:.0} us",
+                s.opened,
+                cfg.conns,
+                probe.connect_s,
+                s.connect.us(0.5),
+                s.connect.us(0.99)
+            );
+            json.num("opened", Some(s.opened as f64))
+                .num("connect_s", Some(probe.connect_s))
+                .num("connects_per_s", Some(rate))
+                .num("connect_p50_us", Some(s.connect.us(0.5)))
+                .num("connect_p99_us", Some(s.connect.us(0.99)))
+                .num("hold_s", Some(cfg.hold.as_secs_f64()))
+                .num("pings", Some(s.pings as f64));
+            let rss_after = probe.rss_after_kb;
+            let per_conn = rss_before
+                .zip(rss_after)
+                .filter(|_| s.opened > 0)
+                .map(|(a, b)| (b as f64 - a as f64) * 1024.0 / s.opened as f64);
+            if let (Some(a), Some(b), Some(p)) = (rss_before, rss_after, per_conn) {
+                println!("  server VmRSS {a} KiB -> {b} KiB: {p:.0} bytes per connection");
+            }
+            if cfg.hold > Duration::ZERO {
+                println!(
+                    "  held {:.1} s: server CPU {}, {} pings answered",
+                    probe.window_s,
+                    pct(server_cpu),
+                    s.pings
+                );
+            }
+            json.num("rss_before_kb", rss_before.map(|v| v as f64))
+                .num("rss_after_kb", rss_after.map(|v| v as f64))
+                .num("rss_per_conn_bytes", per_conn);
+        }
+    }
+    if cfg.mode != Mode::Connect {
+        json.num("lat_p50_us", Some(s.latency.us(0.5)))
+            .num("lat_p99_us", Some(s.latency.us(0.99)))
+            .num("lat_p999_us", Some(s.latency.us(0.999)))
+            .num("lat_max_us", Some(s.latency.max as f64 / 1e3));
+    }
+    let per = |v: Option<f64>| v.map_or(String::new(), |v| format!(" ({v:.0} ns per message)"));
+    println!(
+        "  server CPU {}{}, wsbench CPU {}{}",
+        pct(server_cpu),
+        per(server_ns),
+        pct(client_cpu),
+        per(client_ns)
+    );
+    let failed = s.errors + s.lost + s.duplicated + s.reordered + s.connect_failed;
+    if failed > 0 {
+        println!(
+            "  PROBLEMS: {} errors, {} lost, {} failed connects",
+            s.errors, s.lost, s.connect_failed
+        );
+        for e in &s.error_samples {
+            println!("    {e}");
+        }
+    }
+    json.num("lost", Some(s.lost as f64))
+        .num("errors", Some(s.errors as f64))
+        .num("connect_failed", Some(s.connect_failed as f64))
+        .num("server_cpu_pct", server_cpu)
+        .num("client_cpu_pct", client_cpu)
+        .num("server_ns_per_msg", server_ns)
+        .num("client_ns_per_msg", client_ns);
+    json.0.push('}');
+    println!("RESULT {}", json.0);
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,312 @@
+#!/usr/bin/env bash
+# Load benchmark of wsloop against the raw mio loops, cell by cell.
+#
+#   scripts/bench.sh            the fixed matrix (a few seconds per cell, under
+#                               five minutes); writes docs/bench-latest.md
+#   scripts/bench.sh --smoke    each wsbench mode for about a second against
+#                               wsloop (and the raw loops), for CI; writes nothing
+#
+# Environment:
+#   BENCH_SECS=3      measured seconds per cell (full matrix)
+#   BENCH_LONG=1      add the 60 s cell: 19,000 idle connections with 20 s
+#                     pings, server CPU must stay under 1%
+#   BENCH_PORT=21100  first loopback port (each run takes the next one; keep it
+#                     below the ephemeral range, 32768+ on Linux)
+#   BENCH_OUT=docs/bench-latest.md
+#   BENCH_PIN=1       pin the server to CPU 0 and wsbench to CPU 1 (taskset;
+#                     default on when taskset exists and there are 2+ CPUs)
+#
+# Each cell starts a fresh server (wsloop, then the raw loop), runs wsbench
+# against it, and stops it by its PID. Everything listens on and connects to
+# 127.0.0.1 only, and every run is bounded by wsbench's --duration / --hold.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MODE=full
+case "${1:-}" in
+  --smoke) MODE=smoke ;;
+  "") ;;
+  *) echo "usage: scripts/bench.sh [--smoke]" >&2; exit 2 ;;
+esac
+
+SECS="${BENCH_SECS:-3}"
+PORT="${BENCH_PORT:-21100}"
+OUT="${BENCH_OUT:-docs/bench-latest.md}"
+TARGET="${CARGO_TARGET_DIR:-target}"
+WSLOOP="$TARGET/release/wsloop"
+WSBENCH="$TARGET/release/examples/wsbench"
+RAW_ECHO="$TARGET/release/examples/raw_echo"
+RAW_FANOUT="$TARGET/release/examples/raw_fanout"
+
+echo "bench: building (release)"
+cargo build --release --quiet --bin wsloop --example wsbench --example raw_echo --example raw_fanout
+
+# The descriptor limit: the server of the idle cell needs 19,000 sockets.
+ulimit -n 20000 2>/dev/null || true
+FDS="$(ulimit -n)"
+IDLE=19000
+if [ "$FDS" != unlimited ] && [ "$FDS" -lt $((IDLE + 200)) ]; then
+  IDLE=$((FDS - 200))
+  echo "bench: ulimit -n is $FDS; the idle cell uses $IDLE connections" >&2
+fi
+
+PIN_SERVER=()
+PIN_CLIENT=()
+if [ "$MODE" = full ] && [ "${BENCH_PIN:-1}" = 1 ] && command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+  PIN_SERVER=(taskset -c 0)
+  PIN_CLIENT=(taskset -c 1)
+fi
+
+WORK="$(mktemp -d)"
+SERVER_PID=""
+stop_server() {
+  if [ -n "$SERVER_PID" ]; then
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+  fi
+}
+cleanup() {
+  stop_server
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# start_server PORT CMD...: starts a server pinned to CPU 0, waits for its port.
+start_server() {
+  local port="$1"
+  shift
+  "${PIN_SERVER[@]}" "$@" >>"$WORK/server.log" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      sleep 0.1
+      return 0
+    fi
+    kill -0 "$SERVER_PID" 2>/dev/null || break
+    sleep 0.05
+  done
+  echo "bench: server did not start: $*" >&2
+  tail -5 "$WORK/server.log" >&2
+  exit 1
+}
+
+FAILED=0
+RUNS=0
+export RUST_LOG=warn
+# run CELL SIDE SERVER_KIND PING WSBENCH_ARGS...: one measurement. SERVER_KIND
+# is echo | broadcast (wsloop modes) or raw_echo | raw_fanout.
+run() {
+  local cell="$1" side="$2" kind="$3" ping="$4"
+  shift 4
+  # A fresh port for every run: the TIME_WAIT entries a run leaves behind
+  # never collide with the next run's connections.
+  local port=$((PORT + RUNS)) raw=()
+  RUNS=$((RUNS + 1))
+  case "$kind" in
+    echo | broadcast)
+      start_server "$port" "$WSLOOP" --listen "127.0.0.1:$port" --mode "$kind" \
+        --ping-interval "$ping" --max-connections 100000
+      ;;
+    raw_echo | raw_fanout)
+      raw=(--raw)
+      if [ "$kind" = raw_echo ]; then
+        start_server "$port" "$RAW_ECHO" --listen "127.0.0.1:$port"
+      else
+        start_server "$port" "$RAW_FANOUT" --listen "127.0.0.1:$port"
+      fi
+      ;;
+  esac
+  echo "bench: [$cell] $side: wsbench ${raw[*]} $*" >&2
+  local out status=0
+  out="$("${PIN_CLIENT[@]}" "$WSBENCH" --addr "127.0.0.1:$port" --server-pid "$SERVER_PID" \
+    --label "$cell/$side" --quiet "${raw[@]}" "$@")" || status=$?
+  stop_server
+  printf '%s\n' "$out" | grep -v '^RESULT ' | sed 's/^/    /' >&2
+  local result
+  result="$(printf '%s\n' "$out" | grep '^RESULT ' | tail -1 | cut -d' ' -f2-)"
+  if [ "$status" -ne 0 ] || [ -z "$result" ]; then
+    echo "bench: [$cell] $side FAILED (exit $status)" >&2
+    FAILED=1
+  fi
+  printf '%s\t%s\t%s\n' "$cell" "$side" "${result:-{\}}" >>"$WORK/results.tsv"
+}
+
+# pair CELL WS_KIND RAW_KIND ARGS...: wsloop, then the raw loop, same traffic.
+pair() {
+  local cell="$1" ws="$2" rawkind="$3"
+  shift 3
+  run "$cell" wsloop "$ws" 0 "$@"
+  run "$cell" raw "$rawkind" 0 "$@"
+}
+
+: >"$WORK/results.tsv"
+if [ "$MODE" = smoke ]; then
+  pair "smoke echo" echo raw_echo --mode echo --conns 4 --inflight 4 --size 64 --duration 1
+  pair "smoke broadcast" broadcast raw_fanout --mode broadcast --conns 20 --size 64 --duration 1
+  pair "smoke connect" echo raw_echo --mode connect --conns 200 --duration 5 --hold 0.5
+  run "smoke pings" wsloop echo 0.2 --mode connect --conns 20 --duration 5 --hold 1
+  if [ "$FAILED" -ne 0 ]; then
+    echo "bench-smoke: FAILED" >&2
+    exit 1
+  fi
+  echo "bench-smoke: ok ($(wc -l <"$WORK/results.tsv") runs)"
+  exit 0
+fi
+
+START=$(date +%s)
+pair "echo 64 B, 100 conns x 16" echo raw_echo \
+  --mode echo --conns 100 --inflight 16 --size 64 --duration "$SECS"
+pair "echo 64 B, 1 conn x 1" echo raw_echo \
+  --mode echo --conns 1 --inflight 1 --size 64 --duration "$SECS"
+pair "echo 16 KiB, 10 conns x 4" echo raw_echo \
+  --mode echo --conns 10 --inflight 4 --size 16384 --kind binary --duration "$SECS"
+pair "broadcast 64 B to 1,000" broadcast raw_fanout \
+  --mode broadcast --conns 1000 --size 64 --window 64 --duration "$SECS"
+pair "broadcast 64 B to 10,000" broadcast raw_fanout \
+  --mode broadcast --conns 10000 --size 64 --window 64 --duration "$SECS"
+pair "$IDLE idle conns" echo raw_echo \
+  --mode connect --conns "$IDLE" --duration 30 --hold 1
+if [ "${BENCH_LONG:-0}" = 1 ]; then
+  run "$IDLE idle, 20 s pings, 60 s" wsloop echo 20 \
+    --mode connect --conns "$IDLE" --duration 30 --hold 60
+  cpu="$(tail -1 "$WORK/results.tsv" | cut -f3 |
+    python3 -c 'import json, sys; v = json.load(sys.stdin).get("server_cpu_pct"); print(100 if v is None else v)')"
+  if ! awk -v c="$cpu" 'BEGIN { exit !(c < 1) }'; then
+    echo "bench: idle server CPU ${cpu}% is not under 1%" >&2
+    FAILED=1
+  fi
+fi
+ELAPSED=$(($(date +%s) - START))
+
+# The report: a Markdown table of wsloop beside the raw loop, cell by cell.
+CPU_MODEL="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+REV="$(git rev-parse --short HEAD 2>/dev/null || echo 'no commit')"
+if ! git diff --quiet HEAD -- 2>/dev/null; then
+  REV="$REV + uncommitted changes"
+fi
+PINNED="no"
+[ ${#PIN_SERVER[@]} -gt 0 ] && PINNED="server on CPU 0, wsbench on CPU 1 (taskset)"
+mkdir -p "$(dirname "$OUT")"
+python3 - "$WORK/results.tsv" "$OUT" "$(date -u '+%Y-%m-%d %H:%M UTC')" "$(nproc)" "$CPU_MODEL" \
+  "$(uname -r)" "$REV" "$PINNED" "$SECS" "$ELAPSED" "$(cat /proc/loadavg | cut -d' ' -f1-3)" <<'PY'
+import json
+import sys
+
+tsv, out, date, nproc, cpu, kernel, rev, pinned, secs, elapsed, load = sys.argv[1:]
+rows = {}
+order = []
+for line in open(tsv):
+    cell, side, result = line.rstrip("\n").split("\t", 2)
+    if cell not in rows:
+        rows[cell] = {}
+        order.append(cell)
+    rows[cell][side] = json.loads(result)
+
+
+def fmt(v, unit=""):
+    if v is None:
+        return "–"
+    if abs(v) >= 100:
+        return f"{v:,.0f}{unit}"
+    return f"{v:.1f}{unit}"
+
+
+def metric(r):
+    """(name, value, higher_is_better) of a cell's headline figure."""
+    mode = r.get("mode")
+    if mode == "echo" and r.get("conns") == 1:
+        return "p50 round trip (µs)", r.get("lat_p50_us"), False
+    if mode == "echo":
+        return "round trips/s", r.get("rt_per_s"), True
+    if mode == "broadcast":
+        return "deliveries/s", r.get("deliveries_per_s"), True
+    if r.get("hold_s", 0) >= 30:
+        return "server CPU while idle (%)", r.get("server_cpu_pct"), False
+    return "server RSS bytes/conn", r.get("rss_per_conn_bytes"), False
+
+
+def detail(r):
+    if not r:
+        return "–"
+    mode = r.get("mode")
+    bad = (r.get("errors") or 0) + (r.get("lost") or 0) + (r.get("connect_failed") or 0)
+    bad += (r.get("duplicated") or 0) + (r.get("reordered") or 0)
+    flag = "" if bad == 0 else f" **{bad} errors/lost**"
+    if mode == "echo":
+        return (f"{fmt(r.get('rt_per_s'))} rt/s, {fmt(r.get('mb_per_s'))} MB/s, p50/p99/p99.9 "
+                f"{fmt(r.get('lat_p50_us'))}/{fmt(r.get('lat_p99_us'))}/{fmt(r.get('lat_p999_us'))} µs, "
+                f"server CPU {fmt(r.get('server_cpu_pct'), '%')} ({fmt(r.get('server_ns_per_msg'))} ns/msg), "
+                f"wsbench CPU {fmt(r.get('client_cpu_pct'), '%')}{flag}")
+    if mode == "broadcast":
+        return (f"{fmt(r.get('published_per_s'))} pub/s, {fmt(r.get('deliveries_per_s'))} deliveries/s, "
+                f"p50/p99 {fmt(r.get('lat_p50_us'))}/{fmt(r.get('lat_p99_us'))} µs, "
+                f"lost/dup/reord {r.get('lost')}/{r.get('duplicated')}/{r.get('reordered')}, "
+                f"server CPU {fmt(r.get('server_cpu_pct'), '%')} ({fmt(r.get('server_ns_per_msg'))} ns/msg), "
+                f"wsbench CPU {fmt(r.get('client_cpu_pct'), '%')}{flag}")
+    return (f"{r.get('opened')} open, {fmt(r.get('connects_per_s'))} conn/s, "
+            f"RSS {r.get('rss_before_kb')}→{r.get('rss_after_kb')} KiB = {fmt(r.get('rss_per_conn_bytes'))} B/conn, "
+            f"held {fmt(r.get('hold_s'))} s at server CPU {fmt(r.get('server_cpu_pct'), '%')}, "
+            f"{r.get('pings')} pings{flag}")
+
+
+lines = [
+    "# wsloop load benchmark: latest run",
+    "",
+    f"- date: {date}; revision: {rev}; {secs} s per measured cell, whole run {elapsed} s",
+    f"- machine: {nproc} CPUs, {cpu}, Linux {kernel}; load average at the end: {load}",
+    f"- pinning: {pinned}",
+    "- the machine may be shared with other jobs: compare the ratio column (both sides",
+    "  ran minutes apart under the same conditions), not absolute figures across runs",
+    "- produced by `make bench` (scripts/bench.sh); wsbench is examples/wsbench.rs, the raw",
+    "  loops are examples/raw_echo.rs and examples/raw_fanout.rs",
+    "",
+    "| cell | headline metric | wsloop | raw loop | wsloop / raw "
+    "| server CPU ns/msg, wsloop | raw loop | wsloop / raw |",
+    "|---|---|---:|---:|---:|---:|---:|---:|",
+]
+
+
+def ratio(a, b):
+    return f"{a / b:.2f}" if a is not None and b else "–"
+
+
+for cell in order:
+    ws, raw = rows[cell].get("wsloop", {}), rows[cell].get("raw", {})
+    name, wv, higher = metric(ws or raw)
+    rv = metric(raw)[1] if raw else None
+    wc, rc = ws.get("server_ns_per_msg"), raw.get("server_ns_per_msg")
+    if ws.get("mode") == "connect":
+        wc = rc = None
+    lines.append(f"| {cell} | {name} | {fmt(wv)} | {fmt(rv)} | {ratio(wv, rv)} "
+                 f"| {fmt(wc)} | {fmt(rc)} | {ratio(wc, rc)} |")
+lines += [
+    "",
+    "Ratios: above 1 is better for wsloop on rates, below 1 is better on latency, memory",
+    "and CPU. \"server CPU ns/msg\" is the server's CPU time (all threads, from",
+    "/proc/PID/task/*/schedstat) over the measured window divided by the round trips or",
+    "deliveries completed in it: on a shared machine it is steadier than the rates, which",
+    "depend on how much CPU the two processes were given.",
+    "",
+    "## Details",
+    "",
+]
+for cell in order:
+    lines.append(f"- **{cell}**")
+    for side in ("wsloop", "raw"):
+        if side in rows[cell]:
+            lines.append(f"  - {side}: {detail(rows[cell][side])}")
+lines += ["", "## Raw results", "", "```"]
+for cell in order:
+    for side, r in rows[cell].items():
+        lines.append("RESULT " + json.dumps(r, separators=(",", ":"), ensure_ascii=False))
+lines += ["```", ""]
+open(out, "w").write("\n".join(lines))
+print("\n".join(lines[10:10 + 2 + len(order)]))
+PY
+echo "bench: wrote $OUT"
+if [ "$FAILED" -ne 0 ]; then
+  echo "bench: some runs FAILED (see above)" >&2
+  exit 1
+fi
