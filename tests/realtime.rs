@@ -5,6 +5,7 @@
 mod support_realtime;
 
 use std::any::Any;
+use std::io::Write;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::Duration;
 
@@ -111,6 +112,16 @@ impl Handler for Rt {
                     let status = conn.send(Message::Text(&format!("m{i}")));
                     assert_eq!(status, SendStatus::Queued);
                 }
+            }
+            "mixed" => {
+                // Fan-outs around a direct send, then to other recipients:
+                // order must hold whatever the server batches.
+                conn.publish(arg, Message::Text("a"));
+                conn.send(Message::Text("b"));
+                conn.publish(arg, Message::Text("c"));
+                conn.publish(arg, Message::Text("d"));
+                conn.broadcast(Message::Text("e"));
+                conn.publish(arg, Message::Text("f"));
             }
             "blob" => {
                 let n: usize = arg.parse().unwrap();
@@ -407,4 +418,37 @@ fn a_burst_sent_in_one_callback_arrives_as_separate_messages_in_order() {
         assert_eq!(ws_read_text(&mut ws), format!("m{i}"));
     }
     assert!(ws_silent_for(&mut ws, Duration::from_millis(100)).is_ok());
+}
+
+#[test]
+fn fan_outs_and_direct_sends_keep_their_order() {
+    let fx = Fixture::start();
+    let mut raw = RawWs::connect(fx.server.addr, "/?name=mixer");
+    raw.send_text("sub:room");
+    assert_eq!(raw.read_text(), "sub:room:true:1");
+    raw.send_text("mixed:room");
+    for expected in ["a", "b", "c", "d", "e", "f"] {
+        assert_eq!(raw.read_text(), expected);
+    }
+}
+
+#[test]
+fn a_burst_of_publishes_read_in_one_go_arrives_whole_and_in_order() {
+    let fx = Fixture::start();
+    let mut listener = RawWs::connect(fx.server.addr, "/?name=listener");
+    listener.send_text("sub:feed");
+    assert_eq!(listener.read_text(), "sub:feed:true:1");
+    let mut publisher = RawWs::connect(fx.server.addr, "/?name=publisher");
+    // 200 publishes in one write: the server reads them together.
+    let mut burst = Vec::new();
+    for i in 0..200 {
+        burst.extend(client_frame(0x1, format!("pubothers:feed:n{i}").as_bytes()));
+    }
+    publisher.stream.write_all(&burst).unwrap();
+    for i in 0..200 {
+        assert_eq!(listener.read_text(), format!("n{i}"));
+    }
+    for _ in 0..200 {
+        assert_eq!(publisher.read_text(), "published:1");
+    }
 }

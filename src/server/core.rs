@@ -39,6 +39,26 @@ pub(crate) struct Core<S> {
     pub(crate) shutdown_requested: bool,
     /// Reused list of recipients for fan-out.
     scratch: Vec<usize>,
+    /// Broadcast frames not yet queued (see [`Core::seal`]).
+    pending: Option<PendingFanOut>,
+}
+
+/// Who a broadcast batch goes to.
+#[derive(Debug, PartialEq, Eq)]
+enum FanOutTarget {
+    All,
+    Topic(String),
+}
+
+/// Consecutive broadcast frames to the same recipients, encoded back to
+/// back, waiting to be queued as one shared buffer.
+#[derive(Debug)]
+struct PendingFanOut {
+    target: FanOutTarget,
+    except: Option<usize>,
+    exempt: Option<usize>,
+    frames: Vec<u8>,
+    messages: usize,
 }
 
 impl<S> Core<S> {
@@ -61,6 +81,7 @@ impl<S> Core<S> {
             now: Clock::new().now(),
             shutdown_requested: false,
             scratch: Vec::new(),
+            pending: None,
         }
     }
 
@@ -137,6 +158,7 @@ impl<S> Core<S> {
         msg: Message<'_>,
         exempt: bool,
     ) -> SendStatus {
+        self.seal();
         let payload = msg.as_bytes();
         let len = encoded_len(payload.len());
         if let Err(status) = self.admit(key, len, exempt) {
@@ -152,12 +174,14 @@ impl<S> Core<S> {
         SendStatus::Queued
     }
 
-    /// Queues one shared frame for every open connection among `keys` but
-    /// `except`; returns how many took it. `exempt` is the connection on
-    /// whose behalf this runs (never dropped by the cap).
-    pub(crate) fn fan_out(
+    /// Queues one shared buffer of `messages` frames for every open
+    /// connection in `scratch` but `except`; returns how many took it.
+    /// `exempt` is the connection on whose behalf this runs (never dropped
+    /// by the cap).
+    fn fan_out(
         &mut self,
-        frame: Rc<Vec<u8>>,
+        frames: Rc<Vec<u8>>,
+        messages: usize,
         except: Option<usize>,
         exempt: Option<usize>,
     ) -> usize {
@@ -167,13 +191,15 @@ impl<S> Core<S> {
             if Some(key) == except || !self.conns.get(key).is_some_and(Connection::is_open) {
                 continue;
             }
-            if self.admit(key, frame.len(), Some(key) == exempt).is_err() {
+            if self.admit(key, frames.len(), Some(key) == exempt).is_err() {
+                // `admit` counted one drop; the batch held `messages`.
+                self.metrics.dropped_backpressure += messages as u64 - 1;
                 continue;
             }
             self.conns[key]
                 .outbox
-                .push_shared(&mut self.pool, frame.clone());
-            self.metrics.messages_out += 1;
+                .push_shared(&mut self.pool, frames.clone());
+            self.metrics.messages_out += messages as u64;
             self.mark_dirty(key);
             delivered += 1;
         }
@@ -182,19 +208,24 @@ impl<S> Core<S> {
         delivered
     }
 
-    /// Fans `msg` out to every open connection.
+    /// Fans `msg` out to every open connection (but `except`); returns how
+    /// many connections it is addressed to.
     pub(crate) fn broadcast(
         &mut self,
         msg: Message<'_>,
         except: Option<usize>,
         exempt: Option<usize>,
     ) -> usize {
-        let frame = shared_frame(msg);
-        self.scratch.extend(self.conns.iter().map(|(k, _)| k));
-        self.fan_out(frame, except, exempt)
+        let addressed = self.metrics.open as usize
+            - usize::from(
+                except.is_some_and(|k| self.conns.get(k).is_some_and(Connection::is_open)),
+            );
+        self.batch(FanOutTarget::All, msg, except, exempt);
+        addressed
     }
 
-    /// Fans `msg` out to the members of `topic`.
+    /// Fans `msg` out to the members of `topic` (but `except`); returns how
+    /// many connections it is addressed to.
     pub(crate) fn publish(
         &mut self,
         topic: &str,
@@ -202,25 +233,81 @@ impl<S> Core<S> {
         except: Option<usize>,
         exempt: Option<usize>,
     ) -> usize {
-        if self.topics.count(topic) == 0 {
+        let members = self.topics.count(topic);
+        if members == 0 {
             return 0;
         }
-        let frame = shared_frame(msg);
-        self.scratch.extend(self.topics.members(topic));
-        self.fan_out(frame, except, exempt)
+        let addressed =
+            members - usize::from(except.is_some_and(|k| self.topics.contains(topic, k)));
+        self.batch(FanOutTarget::Topic(topic.into()), msg, except, exempt);
+        addressed
+    }
+
+    /// Adds a broadcast frame to the pending batch, or starts a new batch
+    /// when the recipients differ from the pending one's.
+    ///
+    /// Consecutive fan-outs to the same recipients (a publisher's burst to
+    /// one room, read in one go) are encoded back to back into one shared
+    /// buffer: each recipient then takes one queue entry and one iovec per
+    /// batch instead of one per message. The batch is queued ("sealed")
+    /// before anything else touches an outbox, a phase or a membership, so
+    /// every recipient still sees all its messages in the order sent.
+    fn batch(
+        &mut self,
+        target: FanOutTarget,
+        msg: Message<'_>,
+        except: Option<usize>,
+        exempt: Option<usize>,
+    ) {
+        let same = self
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.target == target && p.except == except && p.exempt == exempt);
+        if !same {
+            self.seal();
+            self.pending = Some(PendingFanOut {
+                target,
+                except,
+                exempt,
+                frames: Vec::with_capacity(encoded_len(msg.len())),
+                messages: 0,
+            });
+        }
+        let pending = self.pending.as_mut().expect("a batch is pending");
+        encode_frame(&mut pending.frames, opcode_of(msg), msg.as_bytes());
+        pending.messages += 1;
+    }
+
+    /// Queues the pending broadcast batch, if any, for its recipients.
+    pub(crate) fn seal(&mut self) {
+        let Some(pending) = self.pending.take() else {
+            return;
+        };
+        match &pending.target {
+            FanOutTarget::All => self.scratch.extend(self.conns.iter().map(|(k, _)| k)),
+            FanOutTarget::Topic(topic) => self.scratch.extend(self.topics.members(topic)),
+        }
+        self.fan_out(
+            Rc::new(pending.frames),
+            pending.messages,
+            pending.except,
+            pending.exempt,
+        );
     }
 
     /// Queues an already encoded frame built on another thread.
     pub(crate) fn fan_out_encoded(&mut self, frame: Vec<u8>, recipients: Recipients<'_>) -> usize {
+        self.seal();
         match recipients {
             Recipients::All => self.scratch.extend(self.conns.iter().map(|(k, _)| k)),
             Recipients::Topic(topic) => self.scratch.extend(self.topics.members(topic)),
             Recipients::One(key) => self.scratch.push(key),
         }
-        self.fan_out(Rc::new(frame), None, None)
+        self.fan_out(Rc::new(frame), 1, None, None)
     }
 
     pub(crate) fn subscribe(&mut self, key: usize, topic: &str) -> bool {
+        self.seal();
         let Some(app) = self.conns[key].app.as_mut() else {
             return false;
         };
@@ -234,6 +321,7 @@ impl<S> Core<S> {
     }
 
     pub(crate) fn unsubscribe(&mut self, key: usize, topic: &str) -> bool {
+        self.seal();
         let Some(app) = self.conns[key].app.as_mut() else {
             return false;
         };
@@ -243,6 +331,7 @@ impl<S> Core<S> {
 
     /// Leaves every topic (the connection is going away).
     pub(crate) fn leave_all_topics(&mut self, key: usize) {
+        self.seal();
         let topics = self.conns[key]
             .app
             .as_mut()
@@ -256,6 +345,7 @@ impl<S> Core<S> {
     /// Starts the closing handshake from our side after queued data: the
     /// peer gets everything sent before, then the close frame.
     pub(crate) fn close_gracefully(&mut self, key: usize, code: CloseCode, reason: &str) {
+        self.seal();
         if let Phase::Open { partial, .. } = &mut self.conns[key].phase {
             let partial = partial.take();
             self.queue_after_data(key, &close_frame(code, reason));
@@ -266,6 +356,7 @@ impl<S> Core<S> {
     /// Closes ahead of queued data, which is discarded: the connection is
     /// failing (a limit, a timeout, a handler panic).
     pub(crate) fn close_urgently(&mut self, key: usize, code: CloseCode, reason: &str) {
+        self.seal();
         if let Phase::Open { partial, .. } = &mut self.conns[key].phase {
             let partial = partial.take();
             self.conns[key]
@@ -279,6 +370,7 @@ impl<S> Core<S> {
     /// to its valid messages), send the error's close code, stop parsing its
     /// input, and wait for it to hang up.
     pub(crate) fn fail(&mut self, key: usize, error: &ProtocolError) {
+        self.seal();
         match &mut self.conns[key].phase {
             Phase::Open { .. } => {
                 self.queue_after_data(key, &close_frame(error.code, error.reason));
@@ -295,6 +387,7 @@ impl<S> Core<S> {
     /// The peer sent a close frame. In the open phase it is answered (with
     /// its code, or 1000 for an empty close) after queued data.
     pub(crate) fn peer_closed(&mut self, key: usize, code: CloseCode, reason: &str) {
+        self.seal();
         match &mut self.conns[key].phase {
             Phase::Open { .. } => {
                 let echo = if code == CloseCode::NO_STATUS {
@@ -318,6 +411,7 @@ impl<S> Core<S> {
     /// Queues a final HTTP response; the connection is dropped once it is
     /// written and the peer hung up (or the close timeout passed).
     pub(crate) fn respond_and_close(&mut self, key: usize, response: Vec<u8>) {
+        self.seal();
         self.queue_after_data(key, &response);
         self.enter_closing(key, CloseStart::DiscardInput, CloseCode::ABNORMAL, "");
     }
@@ -351,6 +445,7 @@ impl<S> Core<S> {
 
     /// Queues a ping (heartbeat) ahead of data.
     pub(crate) fn send_ping(&mut self, key: usize) {
+        self.seal();
         let conn = &mut self.conns[key];
         if let Phase::Open { ping_sent, .. } = &mut conn.phase {
             *ping_sent = Some(self.now);
@@ -385,13 +480,6 @@ pub(crate) fn opcode_of(msg: Message<'_>) -> OpCode {
         Message::Text(_) => OpCode::Text,
         Message::Binary(_) => OpCode::Binary,
     }
-}
-
-/// Encodes `msg` once, to be shared by every recipient.
-pub(crate) fn shared_frame(msg: Message<'_>) -> Rc<Vec<u8>> {
-    let mut frame = Vec::with_capacity(encoded_len(msg.len()));
-    encode_frame(&mut frame, opcode_of(msg), msg.as_bytes());
-    Rc::new(frame)
 }
 
 fn close_frame(code: CloseCode, reason: &str) -> Vec<u8> {

@@ -220,6 +220,8 @@ impl<H: Handler> Engine<H> {
     }
 
     fn open(&mut self, key: usize, state: H::State, response: Vec<u8>, path: &str) {
+        // Broadcasts made before this connection opened are not for it.
+        self.core.seal();
         let core = &mut self.core;
         let now = core.now;
         let conn = &mut core.conns[key];
@@ -330,6 +332,7 @@ impl<H: Handler> Engine<H> {
     pub(crate) fn end_of_input(&mut self, key: usize) {
         // Half-closed: the peer may still read what was queued for it (the
         // echo of its last message, the reply to its close frame).
+        self.core.seal();
         let conn = &mut self.core.conns[key];
         if let Ok(written) = conn.outbox.flush(&mut conn.stream, &mut self.core.pool) {
             self.core.metrics.bytes_out += written as u64;

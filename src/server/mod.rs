@@ -445,8 +445,13 @@ impl<H: Handler> Server<H> {
 
     fn flush_dirty(&mut self) {
         // Flushing may remove connections and call back into the
-        // application, which may dirty more connections: loop until quiet.
-        while !self.engine.core.dirty.is_empty() {
+        // application, which may broadcast or dirty more connections: loop
+        // until quiet. Pending broadcast batches are queued first.
+        loop {
+            self.engine.core.seal();
+            if self.engine.core.dirty.is_empty() {
+                break;
+            }
             let keys = std::mem::take(&mut self.engine.core.dirty);
             for key in keys {
                 self.engine.flush(key);

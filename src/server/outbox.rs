@@ -16,6 +16,9 @@ const MAX_IOVECS: usize = 64;
 /// Small owned frames are appended to the previous owned chunk up to this
 /// size, so a burst of replies costs one buffer and one iovec.
 const COALESCE_LIMIT: usize = 64 * 1024;
+/// Frames larger than this get a buffer of their own: appending them would
+/// mostly move bytes around as the shared buffer grows.
+const COALESCE_FRAME: usize = 4 * 1024;
 /// Pongs queued before older ones are dropped.
 const MAX_PENDING_PONGS: usize = 16;
 
@@ -51,6 +54,9 @@ pub(crate) struct BufferPool {
 impl BufferPool {
     const MAX_SPARE: usize = 256;
     const MAX_KEPT_CAPACITY: usize = 64 * 1024;
+    /// A fan-out to thousands of connections takes thousands of lane sets
+    /// at once; keeping them avoids reallocating them for the next one.
+    const MAX_SPARE_LANES: usize = 4096;
 
     pub(crate) fn take(&mut self) -> Vec<u8> {
         self.spare.pop().unwrap_or_default()
@@ -68,7 +74,7 @@ impl BufferPool {
     }
 
     fn give_lanes(&mut self, lanes: Box<Lanes>) {
-        if self.spare_lanes.len() < Self::MAX_SPARE {
+        if self.spare_lanes.len() < Self::MAX_SPARE_LANES {
             self.spare_lanes.push(lanes);
         }
     }
@@ -122,7 +128,11 @@ impl Outbox {
         encode: impl FnOnce(&mut Vec<u8>),
     ) {
         let fresh = match self.lanes.as_deref().and_then(|l| l.data.back()) {
-            Some(Chunk::Owned(buf)) if buf.len() + len_hint <= COALESCE_LIMIT => None,
+            Some(Chunk::Owned(buf))
+                if len_hint <= COALESCE_FRAME && buf.len() + len_hint <= COALESCE_LIMIT =>
+            {
+                None
+            }
             _ => Some(pool.take()),
         };
         let data = &mut self.lanes(pool).data;

@@ -44,6 +44,12 @@ impl Topics {
         self.members.get(topic).into_iter().flatten().copied()
     }
 
+    pub(crate) fn contains(&self, topic: &str, key: usize) -> bool {
+        self.members
+            .get(topic)
+            .is_some_and(|set| set.contains(&key))
+    }
+
     pub(crate) fn count(&self, topic: &str) -> usize {
         self.members.get(topic).map_or(0, HashSet::len)
     }
