@@ -11,7 +11,7 @@ use super::config::{Backpressure, Config};
 use super::conn::{Closing, Connection, Phase};
 use super::metrics::Metrics;
 use super::outbox::BufferPool;
-use super::timers::{Clock, Tick, TimerKind, Timers};
+use super::timers::{CONN_DEADLINE_GRID, Clock, Tick, TimerKind, Timers};
 use super::topics::Topics;
 use crate::handler::{ConnId, Message, SendStatus};
 use crate::protocol::ProtocolError;
@@ -120,6 +120,7 @@ impl<S> Core<S> {
         let Some(due) = conn.next_deadline(&self.config) else {
             return;
         };
+        let due = due.round_up(CONN_DEADLINE_GRID);
         if conn.timer_at.is_some_and(|at| at <= due) {
             return;
         }

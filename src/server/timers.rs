@@ -22,6 +22,13 @@ use std::time::{Duration, Instant};
 pub(crate) struct Tick(NonZeroU64);
 
 impl Tick {
+    /// Rounds up to the next multiple of `grid` milliseconds, so deadlines
+    /// that are close together come due in the same wake-up.
+    pub(crate) fn round_up(self, grid: u64) -> Tick {
+        let t = self.0.get();
+        Tick(NonZeroU64::new(t.div_ceil(grid).saturating_mul(grid)).unwrap_or(self.0))
+    }
+
     /// The time from `self` until `later` (zero if `later` is not later).
     pub(crate) fn until(self, later: Tick) -> Duration {
         Duration::from_millis(later.0.get().saturating_sub(self.0.get()))
@@ -60,6 +67,12 @@ impl Clock {
 /// burst of connections accepted together is swept together.
 pub(crate) const SLACK: Duration = Duration::from_millis(2);
 
+/// Connection deadlines (heartbeats, timeouts) are rounded up to this many
+/// milliseconds: with thousands of connections, one wake-up then sends a
+/// batch of pings instead of a few. Timeouts are seconds long; 32 ms late
+/// does not matter.
+pub(crate) const CONN_DEADLINE_GRID: u64 = 32;
+
 #[cfg(test)]
 #[test]
 fn ticks_add_and_measure_durations() {
@@ -69,6 +82,10 @@ fn ticks_add_and_measure_durations() {
     assert_eq!(t0.until(t1), Duration::from_millis(1500));
     assert_eq!(t1.until(t0), Duration::ZERO);
     assert_eq!(t0 + Duration::MAX, t0 + Duration::from_secs(u64::MAX));
+    let rounded = (t0 + Duration::from_millis(5)).round_up(32);
+    assert!(rounded >= t0 + Duration::from_millis(5));
+    assert!(rounded <= t0 + Duration::from_millis(5 + 31));
+    assert_eq!(rounded.round_up(32), rounded);
 }
 
 /// What a deadline is for.
