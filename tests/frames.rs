@@ -451,3 +451,28 @@ fn protocol_error_does_not_disturb_other_connections() {
     let (closed_id, code, _) = server.expect_closed();
     assert_eq!((closed_id, code), (good_id, 1005)); // ws_close sends an empty close
 }
+
+/// A connection that closes in the middle of a fragmented message must not
+/// leave that partial message to the next connection the loop decodes.
+#[test]
+fn a_partial_message_never_leaks_into_another_connection() {
+    let server = TestServer::start();
+    let mut a = RawWs::connect(server.addr, "/");
+    let mut bytes = client_frame(false, 0, 0x2, b"SECRET-OF-A");
+    bytes.extend(client_frame(true, 0, 0x8, &close_payload(1000, "")));
+    a.send_raw(&bytes);
+    assert_eq!(a.read_close().0, 1000);
+
+    // A final continuation with nothing to continue is a protocol error,
+    // never the end of A's message.
+    let mut b = RawWs::connect(server.addr, "/");
+    b.send(true, 0x0, b"B");
+    let frame = b.read_frame();
+    assert_eq!(frame.opcode, 0x8, "expected a close, got {frame:?}");
+    assert_eq!(frame.close_code().unwrap().0, 1002);
+
+    // And a fresh message from a third client is just that.
+    let mut c = RawWs::connect(server.addr, "/");
+    c.send_text("clean");
+    assert_eq!(c.read_text(), "clean");
+}

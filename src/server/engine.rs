@@ -288,16 +288,19 @@ impl<H: Handler> Engine<H> {
             self.core.fail(key, &error);
             decoder = Decoder::new(self.core.config.decoder_limits());
         }
+        // Only an idle decoder may serve the next connection: one that
+        // stopped mid-message stays with its connection, or is dropped if
+        // the connection wants no more frames (say, a close frame arrived
+        // between two fragments), so no partial message leaks elsewhere.
         let slot = self.core.conns[key].phase.decoder_slot();
-        match slot {
-            Some(slot) if !decoder.is_idle() => {
+        if decoder.is_idle() {
+            decoder.release();
+            self.decoder = decoder;
+        } else {
+            if let Some(slot) = slot {
                 *slot = Some(Box::new(decoder));
-                self.decoder = Decoder::new(self.core.config.decoder_limits());
             }
-            _ => {
-                decoder.release();
-                self.decoder = decoder;
-            }
+            self.decoder = Decoder::new(self.core.config.decoder_limits());
         }
     }
 
