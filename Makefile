@@ -10,7 +10,7 @@ PY    := $(VENV)/bin/python
 run:
 	$(CARGO) run --release
 
-test: lint unit autobahn bench-smoke e2e
+test: lint unit autobahn bench-smoke fuzz-smoke e2e
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -46,6 +46,15 @@ bench-smoke:
 bench-codec:
 	$(CARGO) bench --bench codec
 
+# Long local fuzzing run: every target for 10 minutes (FUZZ_TIME=seconds).
+fuzz:
+	bash scripts/fuzz.sh
+
+# Every fuzz target for 25 s; fails on any crash, including a seed that
+# regressed (part of CI).
+fuzz-smoke:
+	bash scripts/fuzz.sh --smoke
+
 clean:
 	$(CARGO) clean
-	rm -rf $(VENV) reports artifacts tests/e2e/node_modules
+	rm -rf $(VENV) reports artifacts tests/e2e/node_modules fuzz/target fuzz/corpus-run fuzz/artifacts fuzz/logs
