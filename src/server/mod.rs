@@ -85,6 +85,9 @@ pub struct Server<H: Handler> {
     accept_paused: bool,
     accept_pending: bool,
     shutting_down: bool,
+    /// The other half of the double-buffered key lists (`dirty`,
+    /// `pending_reads`), so walking them allocates nothing.
+    spare_keys: Vec<usize>,
 }
 
 impl<H: Handler> Server<H> {
@@ -120,6 +123,7 @@ impl<H: Handler> Server<H> {
             accept_paused: false,
             accept_pending: false,
             shutting_down: false,
+            spare_keys: Vec::new(),
         })
     }
 
@@ -277,8 +281,13 @@ impl<H: Handler> Server<H> {
     }
 
     fn resume_reads(&mut self) {
-        let keys = std::mem::take(&mut self.engine.core.pending_reads);
-        for key in keys {
+        // Swap in the spare list (no allocation per turn); reads may queue
+        // more keys for the next turn meanwhile.
+        let mut keys = std::mem::replace(
+            &mut self.engine.core.pending_reads,
+            std::mem::take(&mut self.spare_keys),
+        );
+        for &key in &keys {
             let still_reading = self
                 .engine
                 .core
@@ -289,6 +298,8 @@ impl<H: Handler> Server<H> {
                 self.read(key, true);
             }
         }
+        keys.clear();
+        self.spare_keys = keys;
     }
 
     fn accept(&mut self) {
@@ -452,10 +463,15 @@ impl<H: Handler> Server<H> {
             if self.engine.core.dirty.is_empty() {
                 break;
             }
-            let keys = std::mem::take(&mut self.engine.core.dirty);
-            for key in keys {
+            let mut keys = std::mem::replace(
+                &mut self.engine.core.dirty,
+                std::mem::take(&mut self.spare_keys),
+            );
+            for &key in &keys {
                 self.engine.flush(key);
             }
+            keys.clear();
+            self.spare_keys = keys;
         }
     }
 }
