@@ -16,7 +16,10 @@
 //!   seconds. Every reply is checked byte for byte (a sequence number leads
 //!   each payload, so a lost, duplicated or reordered reply is caught).
 //!   Reports round trips/s, payload MB/s each way and round-trip latency
-//!   percentiles.
+//!   percentiles. For soak runs, `--size-max S2` makes each message's size
+//!   random in `S..=S2`, and `--pause P` turns the closed loop into a slow
+//!   random one: each slot waits a random time, uniform in `0..2P`, before
+//!   every message (connections silent for a while get the server's pings).
 //! - `broadcast`: `--conns N` subscribers and one publisher, against a server
 //!   that sends every message to every *other* connection. Each payload
 //!   carries a sequence number and the publish time, so each subscriber
@@ -50,7 +53,8 @@
 //! 28,000 by default). Binding several 127.0.0.X sources before `connect`
 //! needs `socket2` (std and mio cannot bind a connecting socket).
 
-use std::collections::{HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet, VecDeque};
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -97,6 +101,10 @@ FLAGS:
                             connections [default: 10]
     --inflight D            echo: messages in flight per connection [default: 1]
     --size S                payload bytes per message [default: 64; broadcast >= 16]
+    --size-max S2           echo: a random payload size in S..=S2 per message
+                            (WebSocket only) [default: S]
+    --pause SECS            echo: each slot waits a random time, uniform in
+                            0..2*SECS, before each message [default: 0, closed loop]
     --kind KIND             text | binary [default: text]
     --duration SECS         measured time (connect: time allowed to connect) [default: 5]
     --window W              broadcast: publishes outstanding until the slowest
@@ -150,8 +158,12 @@ struct Config {
     conns: usize,
     /// Echo: messages in flight per connection.
     inflight: usize,
-    /// Payload bytes per message.
+    /// Payload bytes per message (the smallest, with `size_max`).
     size: usize,
+    /// Echo: the largest random payload size (equal to `size` when fixed).
+    size_max: usize,
+    /// Echo: the mean random wait before each message (zero: closed loop).
+    pause: Duration,
     /// Binary rather than text frames.
     binary: bool,
     /// The measured time (connect mode: time allowed to connect).
@@ -185,6 +197,8 @@ impl Config {
             conns: 10,
             inflight: 1,
             size: 64,
+            size_max: 0,
+            pause: Duration::ZERO,
             binary: false,
             duration: Duration::from_secs(5),
             window: 32,
@@ -231,6 +245,8 @@ impl Config {
                 "--conns" => c.conns = number(&flag, &value()?)?,
                 "--inflight" => c.inflight = number(&flag, &value()?)?,
                 "--size" => c.size = number(&flag, &value()?)?,
+                "--size-max" => c.size_max = number(&flag, &value()?)?,
+                "--pause" => c.pause = seconds(&flag, &value()?)?,
                 "--kind" => {
                     c.binary = match value()?.as_str() {
                         "text" => false,
@@ -263,8 +279,20 @@ impl Config {
                 2 * STAMP
             ));
         }
-        if c.size > MAX_PAYLOAD {
-            return Err(format!("--size: at most {MAX_PAYLOAD} bytes"));
+        if c.size_max == 0 {
+            c.size_max = c.size;
+        }
+        if c.size_max < c.size {
+            return Err("--size-max: smaller than --size".into());
+        }
+        if (c.size_max > c.size || !c.pause.is_zero()) && (c.mode != Mode::Echo || c.raw) {
+            return Err("--size-max and --pause apply to WebSocket echo runs only".into());
+        }
+        if c.size_max > MAX_PAYLOAD {
+            return Err(format!("--size, --size-max: at most {MAX_PAYLOAD} bytes"));
+        }
+        if c.pause > Duration::from_secs(3600) {
+            return Err("--pause is limited to one hour".into());
         }
         if c.duration > Duration::from_secs(3600) || c.hold > Duration::from_secs(3600) {
             return Err("--duration and --hold are limited to one hour".into());
@@ -425,8 +453,13 @@ struct Wire {
     template: Vec<u8>,
     /// Where the payload starts in `template`.
     payload_at: usize,
-    /// The plain payload (the filler around the stamps).
+    /// The payload length of `template` (`--size`).
+    size: usize,
+    /// The plain payload (the filler around the stamps), `--size-max`
+    /// bytes; a message of length `n` carries its first `n` bytes.
     plain: Vec<u8>,
+    /// `plain` masked with `key` (random-size messages copy a prefix).
+    masked: Vec<u8>,
     /// The opcode of data frames.
     opcode: u8,
 }
@@ -434,36 +467,54 @@ struct Wire {
 impl Wire {
     /// Builds the template for `size`-byte messages.
     fn new(cfg: &Config, key: [u8; 4]) -> Wire {
-        let plain: Vec<u8> = (0..cfg.size).map(|i| b'a' + (i % 26) as u8).collect();
+        let plain: Vec<u8> = (0..cfg.size_max).map(|i| b'a' + (i % 26) as u8).collect();
         if cfg.raw {
             return Wire {
                 raw: true,
                 key: [0; 4],
                 template: plain.clone(),
                 payload_at: 0,
+                size: cfg.size,
+                masked: plain.clone(),
                 plain,
                 opcode: cfg.opcode(),
             };
         }
-        let mut template = frame_header(0x80 | cfg.opcode(), plain.len(), key);
+        let masked: Vec<u8> = plain
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ key[i & 3])
+            .collect();
+        let mut template = frame_header(0x80 | cfg.opcode(), cfg.size, key);
         let payload_at = template.len();
-        template.extend(plain.iter().enumerate().map(|(i, b)| b ^ key[i & 3]));
+        template.extend_from_slice(&masked[..cfg.size]);
         Wire {
             raw: false,
             key,
             template,
             payload_at,
+            size: cfg.size,
             plain,
+            masked,
             opcode: cfg.opcode(),
         }
     }
 
-    /// Appends one message carrying `stamps` (each written as [`STAMP`]
-    /// bytes, truncated to the payload) to `out`.
-    fn push(&self, out: &mut Vec<u8>, stamps: &[u64]) {
-        let at = out.len() + self.payload_at;
-        out.extend_from_slice(&self.template);
-        let payload = &mut out[at..at + self.plain.len()];
+    /// Appends one message of `len` payload bytes (`--size` or, for
+    /// WebSocket, up to `--size-max`) carrying `stamps` (each written as
+    /// [`STAMP`] bytes, truncated to the payload) to `out`.
+    fn push(&self, out: &mut Vec<u8>, len: usize, stamps: &[u64]) {
+        let at = if self.raw || len == self.size {
+            let at = out.len() + self.payload_at;
+            out.extend_from_slice(&self.template);
+            at
+        } else {
+            out.extend_from_slice(&frame_header(0x80 | self.opcode, len, self.key));
+            let at = out.len();
+            out.extend_from_slice(&self.masked[..len]);
+            at
+        };
+        let payload = &mut out[at..at + len];
         let mut bytes = [0u8; 2 * STAMP];
         for (i, &v) in stamps.iter().enumerate() {
             put_stamp(&mut bytes[i * STAMP..(i + 1) * STAMP], v);
@@ -552,10 +603,13 @@ struct Conn {
     /// Echo: the sequence number the next reply must carry; subscriber:
     /// the next sequence number expected from the publisher.
     expect_seq: u64,
-    /// Echo: when each outstanding message was sent, oldest first.
-    sent_at: VecDeque<u64>,
+    /// Echo: when each outstanding message was sent and its payload
+    /// length, oldest first.
+    sent_at: VecDeque<(u64, usize)>,
     /// Echo: queued for a refill this turn.
     refill: bool,
+    /// Echo with `--pause`: slots waiting for their random pause to end.
+    paused: usize,
     /// Subscriber: messages received.
     received: u64,
     /// Subscriber: sequence numbers skipped and not (yet) seen.
@@ -579,6 +633,8 @@ struct Stats {
     done: u64,
     /// Round trips or deliveries completed in all (drain included).
     done_total: u64,
+    /// Echo: payload bytes of the round trips in the measured window.
+    done_bytes: u64,
     /// Connections opened.
     opened: u64,
     /// Connections that failed to open.
@@ -625,6 +681,7 @@ impl Stats {
             connect: Histogram::new(),
             done: 0,
             done_total: 0,
+            done_bytes: 0,
             opened: 0,
             connect_failed: 0,
             errors: 0,
@@ -652,6 +709,7 @@ impl Stats {
         self.connect.merge(&other.connect);
         self.done += other.done;
         self.done_total += other.done_total;
+        self.done_bytes += other.done_bytes;
         self.opened += other.opened;
         self.connect_failed += other.connect_failed;
         self.errors += other.errors;
@@ -735,6 +793,9 @@ struct Ctx {
     dirty: Vec<usize>,
     /// Echo connections to refill at the end of this turn.
     refill: Vec<usize>,
+    /// Echo with `--pause`: when each paused slot may send (ns since base)
+    /// and its connection, earliest first.
+    pauses: BinaryHeap<Reverse<(u64, usize)>>,
     /// Connects and handshakes in flight.
     connecting: usize,
     /// Broadcast: the fewest messages any subscriber on this thread has.
@@ -950,14 +1011,17 @@ impl Ctx {
         if conn.phase != Phase::Open && conn.phase != Phase::Closing {
             return;
         }
-        let plain = &self.wire.plain;
-        if opcode != self.wire.opcode || payload.len() != plain.len() {
+        let len = match conn.role {
+            Role::Echo => conn.sent_at.front().map_or(self.wire.size, |s| s.1),
+            _ => self.wire.size,
+        };
+        let plain = &self.wire.plain[..len];
+        if opcode != self.wire.opcode || payload.len() != len {
             self.stats.error(|| {
                 format!(
-                    "{:?} got opcode {opcode} with {} bytes, wanted {} bytes",
+                    "{:?} got opcode {opcode} with {} bytes, wanted {len} bytes",
                     conn.role,
                     payload.len(),
-                    plain.len()
                 )
             });
             return;
@@ -974,8 +1038,11 @@ impl Ctx {
                         .error(|| format!("echo reply {seq:?} differs from message {expected}"));
                 }
                 conn.expect_seq += 1;
+                if self.measuring {
+                    self.stats.done_bytes += len as u64;
+                }
                 match conn.sent_at.pop_front() {
-                    Some(sent) => self.stats.latency.record(self.now.saturating_sub(sent)),
+                    Some((sent, _)) => self.stats.latency.record(self.now.saturating_sub(sent)),
                     None => self
                         .stats
                         .error(|| "echo reply with nothing outstanding".into()),
@@ -1073,6 +1140,7 @@ impl Worker {
                 measuring: false,
                 dirty: Vec::new(),
                 refill: Vec::new(),
+                pauses: BinaryHeap::new(),
                 connecting: 0,
                 min: 0,
                 at_min: 0,
@@ -1100,6 +1168,7 @@ impl Worker {
             expect_seq: 0,
             sent_at: VecDeque::new(),
             refill: false,
+            paused: 0,
             received: 0,
             missing: HashSet::new(),
         };
@@ -1279,6 +1348,7 @@ impl Worker {
         if self.ctx.cfg.mode == Mode::Broadcast && self.ctx.at_min == 0 {
             self.recompute_min();
         }
+        self.end_pauses();
         for idx in std::mem::take(&mut self.ctx.refill) {
             self.conns[idx].refill = false;
             self.fill_echo(idx);
@@ -1314,7 +1384,8 @@ impl Worker {
         self.ctx.shared.min_received[self.ctx.thread].store(min, Ordering::Release);
     }
 
-    /// Tops echo connection `idx` up to `--inflight` messages in flight.
+    /// Tops echo connection `idx` up to `--inflight` messages in flight
+    /// (with `--pause`: in flight or waiting for their pause to end).
     fn fill_echo(&mut self, idx: usize) {
         let Worker { conns, ctx, .. } = self;
         let conn = &mut conns[idx];
@@ -1322,16 +1393,49 @@ impl Worker {
             return;
         }
         let now = ctx.shared.now();
+        if !ctx.cfg.pause.is_zero() {
+            let span = 2 * ctx.cfg.pause.as_nanos() as u64 + 1;
+            while conn.sent_at.len() + conn.paused < ctx.cfg.inflight {
+                let due = now + ctx.rng.next() % span;
+                ctx.pauses.push(Reverse((due, idx)));
+                conn.paused += 1;
+            }
+            return;
+        }
         let mut added = false;
         while conn.sent_at.len() < ctx.cfg.inflight {
-            ctx.wire.push(&mut conn.out, &[conn.next_seq]);
-            conn.next_seq += 1;
-            conn.sent_at.push_back(now);
+            send_echo(ctx, conn, now);
             added = true;
         }
         if added {
             ctx.mark_dirty(conn, idx);
         }
+    }
+
+    /// With `--pause`: sends the messages whose pause has ended.
+    fn end_pauses(&mut self) {
+        let Worker { conns, ctx, .. } = self;
+        let now = ctx.shared.now();
+        while let Some(&Reverse((due, idx))) = ctx.pauses.peek() {
+            if due > now {
+                break;
+            }
+            ctx.pauses.pop();
+            let conn = &mut conns[idx];
+            conn.paused -= 1;
+            if conn.phase == Phase::Open && ctx.measuring {
+                send_echo(ctx, conn, now);
+                ctx.mark_dirty(conn, idx);
+            }
+        }
+    }
+
+    /// How long until the earliest pause ends (`None` without pauses).
+    fn next_pause_end(&self) -> Option<Duration> {
+        let Reverse((due, _)) = self.ctx.pauses.peek()?;
+        Some(Duration::from_nanos(
+            due.saturating_sub(self.ctx.shared.now()),
+        ))
     }
 
     /// Publishes as many messages as the window allows on `idx`.
@@ -1351,7 +1455,9 @@ impl Worker {
         }
         let now = ctx.shared.now();
         for _ in outstanding..ctx.cfg.window {
-            ctx.wire.push(&mut conn.out, &[ctx.stats.published, now]);
+            let size = ctx.wire.size;
+            ctx.wire
+                .push(&mut conn.out, size, &[ctx.stats.published, now]);
             ctx.stats.published += 1;
         }
         ctx.mark_dirty(conn, idx);
@@ -1421,6 +1527,20 @@ impl Worker {
         self.conns.clear();
         Ok(())
     }
+}
+
+/// Queues echo connection `conn`'s next message (of a random size with
+/// `--size-max`), sent at `now`.
+fn send_echo(ctx: &mut Ctx, conn: &mut Conn, now: u64) {
+    let (min, max) = (ctx.cfg.size, ctx.cfg.size_max);
+    let len = if max > min {
+        min + (ctx.rng.next() % (max - min + 1) as u64) as usize
+    } else {
+        min
+    };
+    ctx.wire.push(&mut conn.out, len, &[conn.next_seq]);
+    conn.next_seq += 1;
+    conn.sent_at.push_back((now, len));
 }
 
 /// Lets `write!` append to a byte vector.
@@ -1518,6 +1638,9 @@ fn run_worker(thread: usize, cfg: Arc<Config>, shared: Arc<Shared>) -> io::Resul
         }
         if cfg.mode == Mode::Connect && probe_start.is_none() && leader {
             timeout = timeout.min((start + SETTLE).saturating_duration_since(now));
+        }
+        if let Some(pause) = w.next_pause_end() {
+            timeout = timeout.min(pause);
         }
         w.turn(timeout)?;
     }
@@ -1801,10 +1924,23 @@ fn report(cfg: &Config, s: &Stats, probe: &Probe, rss_before: Option<u64>) {
     match cfg.mode {
         Mode::Echo => {
             let rate = s.done as f64 / secs;
-            let mbps = rate * cfg.size as f64 / 1e6;
+            let mbps = s.done_bytes as f64 / secs / 1e6;
+            let sizes = if cfg.size_max > cfg.size {
+                format!("{}..={}", cfg.size, cfg.size_max)
+            } else {
+                cfg.size.to_string()
+            };
+            let pause = if cfg.pause.is_zero() {
+                String::new()
+            } else {
+                format!(
+                    ", random pauses of {:.2} s on average",
+                    cfg.pause.as_secs_f64()
+                )
+            };
             println!(
-                "  {} conns x {} in flight, {} B {kind}, {:.1} s measured",
-                cfg.conns, cfg.inflight, cfg.size, probe.window_s
+                "  {} conns x {} in flight, {sizes} B {kind}{pause}, {:.1} s measured",
+                cfg.conns, cfg.inflight, probe.window_s
             );
             println!(
                 "  round trips: {} ({rate:.0}/s), {mbps:.1} MB/s of payload each way",
@@ -1817,7 +1953,13 @@ fn report(cfg: &Config, s: &Stats, probe: &Probe, rss_before: Option<u64>) {
                 s.latency.us(0.999),
                 s.latency.max as f64 / 1e3
             );
+            if s.pings > 0 {
+                println!("  {} pings answered", s.pings);
+            }
             json.num("inflight", Some(cfg.inflight as f64))
+                .num("size_max", Some(cfg.size_max as f64))
+                .num("pause_s", Some(cfg.pause.as_secs_f64()))
+                .num("pings", Some(s.pings as f64))
                 .num("round_trips", Some(s.done as f64))
                 .num("rt_per_s", Some(rate))
                 .num("mb_per_s", Some(mbps));
