@@ -23,54 +23,23 @@
 //! topics, timers and server-initiated closes.
 #![no_main]
 
-use std::alloc::{GlobalAlloc, Layout, System};
+mod largest_alloc;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use largest_alloc::{LARGEST, TRACKING};
 use libfuzzer_sys::fuzz_target;
 use wsloop::{
     Accept, Backpressure, CloseCode, Config, ConnCtx, Ctx, Handler, Message, ProtocolError,
     Request, Response, Server,
 };
 
-/// Records the largest single allocation, on any thread, while `TRACKING`.
-struct Tracking;
-
-static TRACKING: AtomicBool = AtomicBool::new(false);
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
 const ALLOCATION_BOUND: usize = 1 << 20;
-
-fn note(size: usize) {
-    if TRACKING.load(Ordering::Relaxed) {
-        LARGEST.fetch_max(size, Ordering::Relaxed);
-    }
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator.
-unsafe impl GlobalAlloc for Tracking {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Tracking = Tracking;
 
 /// The application: echoes, and treats a message's first byte as a command.
 struct FuzzHandler;
