@@ -10,8 +10,16 @@
 //! `wsbench --raw` drives it with fixed-size messages, so "wsloop / raw
 //! loop" ratios isolate what the WebSocket layer costs.
 //!
+//! With `--heartbeat SECS` it is also the baseline for idle heartbeats:
+//! every connection gets a one-byte probe (`?`) once per interval, and a
+//! one-byte reply (`!`, which `wsbench --raw --mode connect` sends) is read
+//! and not echoed: one write and one read per connection and interval, as
+//! a ping and its pong cost wsloop. The probes are spread like wsloop's
+//! pings: on a grid of 1% of the interval (at least 32 ms), each tick
+//! probing the connections whose turn it is.
+//!
 //! ```text
-//! cargo run --release --example raw_echo -- --listen 127.0.0.1:9101
+//! cargo run --release --example raw_echo -- --listen 127.0.0.1:9101 [--heartbeat 20]
 //! ```
 //!
 //! It runs until killed and listens on loopback addresses only.
@@ -35,6 +43,9 @@ const MAX_OUTBOUND: usize = 1 << 20;
 /// The byte sent to every new connection, so a client knows it was
 /// accepted (the raw stand-in for the `101` response).
 const GREETING: u8 = b'+';
+/// The heartbeat probe, and the reply that is read but not echoed.
+const PROBE: u8 = b'?';
+const PROBE_REPLY: u8 = b'!';
 
 /// One client connection.
 struct Conn {
@@ -62,10 +73,22 @@ struct Loop {
     dirty: Vec<usize>,
     /// Connections whose read budget ran out, or whose reads resumed.
     pending: Vec<usize>,
+    /// Probing connections, if `--heartbeat` is on.
+    heartbeat: Option<Heartbeat>,
+}
+
+/// The probe schedule: the interval is cut into `slices` ticks, and at
+/// tick `t` the connections with `key % slices == t % slices` are probed,
+/// so each gets one probe per interval.
+struct Heartbeat {
+    tick: std::time::Duration,
+    slices: usize,
+    next: std::time::Instant,
+    count: usize,
 }
 
 fn main() -> io::Result<()> {
-    let listen = parse_listen()?;
+    let (listen, heartbeat) = parse_args()?;
     let mut poll = Poll::new()?;
     let mut listener = TcpListener::bind(listen)?;
     poll.registry()
@@ -77,10 +100,29 @@ fn main() -> io::Result<()> {
         buf: vec![0; READ_BUFFER],
         dirty: Vec::new(),
         pending: Vec::new(),
+        heartbeat: heartbeat.map(|interval| {
+            let tick = (interval / 100).max(std::time::Duration::from_millis(32));
+            let slices = (interval.as_secs_f64() / tick.as_secs_f64())
+                .round()
+                .max(1.0) as usize;
+            Heartbeat {
+                tick,
+                slices,
+                next: std::time::Instant::now() + tick,
+                count: 0,
+            }
+        }),
     };
     let mut events = Events::with_capacity(1024);
     loop {
-        let timeout = (!state.pending.is_empty()).then_some(std::time::Duration::ZERO);
+        let timeout = if state.pending.is_empty() {
+            state
+                .heartbeat
+                .as_ref()
+                .map(|h| h.next.saturating_duration_since(std::time::Instant::now()))
+        } else {
+            Some(std::time::Duration::ZERO)
+        };
         match poll.poll(&mut events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -102,6 +144,7 @@ fn main() -> io::Result<()> {
         for key in std::mem::take(&mut state.pending) {
             state.read(key);
         }
+        state.probe_due();
         for key in std::mem::take(&mut state.dirty) {
             state.flush(key);
         }
@@ -144,6 +187,30 @@ impl Loop {
         }
     }
 
+    /// Queues the probes of every heartbeat tick that has come.
+    fn probe_due(&mut self) {
+        let Some(h) = &mut self.heartbeat else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        let mut due = Vec::new();
+        while h.next <= now {
+            let slice = h.count % h.slices;
+            due.extend(
+                self.conns
+                    .iter()
+                    .map(|(key, _)| key)
+                    .filter(|key| key % h.slices == slice),
+            );
+            h.count += 1;
+            h.next += h.tick;
+        }
+        for key in due {
+            self.conns[key].out.push(PROBE);
+            self.mark_dirty(key);
+        }
+    }
+
     /// Queues connection `key` for a flush at the end of the turn.
     fn mark_dirty(&mut self, key: usize) {
         if let Some(conn) = self.conns.get_mut(key)
@@ -168,6 +235,10 @@ impl Loop {
             match conn.stream.read(&mut self.buf) {
                 Ok(0) => {
                     self.conns.remove(key);
+                    return;
+                }
+                Ok(1) if self.heartbeat.is_some() && self.buf[0] == PROBE_REPLY => {
+                    // A heartbeat reply: proof of life, nothing to echo.
                     return;
                 }
                 Ok(n) => {
@@ -222,22 +293,36 @@ impl Loop {
     }
 }
 
-/// Parses `--listen ADDR` (default 127.0.0.1:9101); only loopback is allowed.
-fn parse_listen() -> io::Result<SocketAddr> {
+/// Parses `--listen ADDR` (default 127.0.0.1:9101; only loopback is
+/// allowed) and `--heartbeat SECS` (default: none).
+fn parse_args() -> io::Result<(SocketAddr, Option<std::time::Duration>)> {
+    let usage = || -> ! {
+        eprintln!("usage: raw_echo [--listen 127.0.0.1:PORT] [--heartbeat SECS]");
+        std::process::exit(2);
+    };
     let mut listen: SocketAddr = "127.0.0.1:9101".parse().expect("valid default");
+    let mut heartbeat = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let value = match arg.split_once('=') {
-            Some(("--listen", v)) => v.to_string(),
-            _ if arg == "--listen" => args.next().unwrap_or_default(),
-            _ => {
-                eprintln!("usage: raw_echo [--listen 127.0.0.1:PORT]");
-                std::process::exit(2);
-            }
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) => (f.to_string(), Some(v.to_string())),
+            None => (arg, None),
         };
-        listen = value.parse().map_err(|_| {
-            io::Error::new(io::ErrorKind::InvalidInput, format!("bad address {value}"))
-        })?;
+        let value = inline.or_else(|| args.next()).unwrap_or_else(|| usage());
+        match flag.as_str() {
+            "--listen" => {
+                listen = value.parse().map_err(|_| {
+                    io::Error::new(io::ErrorKind::InvalidInput, format!("bad address {value}"))
+                })?;
+            }
+            "--heartbeat" => match value.parse::<f64>() {
+                Ok(secs) if secs > 0.0 && secs <= 3600.0 => {
+                    heartbeat = Some(std::time::Duration::from_secs_f64(secs));
+                }
+                _ => usage(),
+            },
+            _ => usage(),
+        }
     }
     if !listen.ip().is_loopback() {
         return Err(io::Error::new(
@@ -245,5 +330,5 @@ fn parse_listen() -> io::Result<SocketAddr> {
             "raw_echo only listens on loopback addresses",
         ));
     }
-    Ok(listen)
+    Ok((listen, heartbeat))
 }

@@ -32,10 +32,14 @@
 //!   server ever exceeds W frames, whatever N is: the server is never
 //!   drowned, and the figure is the fan-out rate at a bounded queue.
 //! - `connect`: opens `--conns N` idle connections (at most
-//!   `--connect-window` handshakes at a time), reports the connect rate and,
+//!   `--connect-window` handshakes at a time, and with `--connect-rate R` at
+//!   most R per second, so their heartbeats come spread out as with real
+//!   clients rather than all in one burst), reports the connect rate and,
 //!   with `--server-pid PID`, the server's VmRSS before and after as bytes
 //!   per connection, then holds them `--hold SECS` (answering pings) and
 //!   reports the server's CPU use over the hold from `/proc/PID/stat`.
+//!   With `--raw`, idle connections answer the raw echo's heartbeat probes
+//!   (`raw_echo --heartbeat`), one reply byte per probe byte.
 //!
 //! `--raw` runs the same traffic against a raw TCP echo or fan-out server
 //! (no handshake, no framing: fixed-size messages; the server's one-byte
@@ -48,10 +52,12 @@
 //!     --conns 100 --inflight 16 --size 64 --duration 5
 //! ```
 //!
-//! Limitation: connections use the kernel's choice of source address
-//! (127.0.0.1), so `--conns` is capped by the ephemeral port range (about
-//! 28,000 by default). Binding several 127.0.0.X sources before `connect`
-//! needs `socket2` (std and mio cannot bind a connecting socket).
+//! Source addresses: one source address has only the ephemeral port range
+//! (about 28,000 ports by default), so when `--conns` needs more, or with
+//! `--sources K`, connections are spread round-robin over the loopback
+//! sources 127.0.0.1 ..= 127.0.0.K, each socket bound before `connect`
+//! (with `socket2`, a dev-dependency: std and mio cannot bind a connecting
+//! socket).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet, VecDeque};
@@ -74,6 +80,9 @@ const ACCEPT_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 const READ_CHUNK: usize = 256 * 1024;
 /// The byte the raw servers send on accept.
 const RAW_GREETING: u8 = b'+';
+/// The raw echo's heartbeat probe, and the answer it wants.
+const RAW_PROBE: u8 = b'?';
+const RAW_PROBE_REPLY: u8 = b'!';
 /// Bytes of a sequence number or timestamp stamp (6 bits per ASCII byte).
 const STAMP: usize = 8;
 /// The largest frame payload accepted from the server.
@@ -112,7 +121,13 @@ FLAGS:
     --threads N             worker threads [default: 1]
     --connect-window N      connects + handshakes in flight per thread [default: 64]
     --hold SECS             connect: hold the idle connections this long [default: 0]
+    --connect-rate R        open at most R connections per second, so that
+                            timers such as heartbeats are spread out as with
+                            real clients [default: as fast as possible]
     --server-pid PID        read the server's VmRSS and CPU time from /proc/PID
+    --sources K             spread connections over the source addresses
+                            127.0.0.1..=127.0.0.K (IPv4 loopback servers only)
+                            [default: as many as the ephemeral port range needs]
     --raw                   raw TCP: no handshake, no framing (fixed-size messages)
     --label TEXT            copied into the JSON result
     --progress              print progress every second even on short runs
@@ -176,8 +191,13 @@ struct Config {
     connect_window: usize,
     /// Connect mode: how long to hold the connections.
     hold: Duration,
+    /// Connections opened per second at most (all threads together).
+    connect_rate: Option<f64>,
     /// The server's process id, for RSS and CPU readings.
     server_pid: Option<u32>,
+    /// Loopback source addresses to spread connections over (0: as many
+    /// as the ephemeral port range needs).
+    sources: usize,
     /// Raw TCP instead of WebSocket.
     raw: bool,
     /// Free text copied into the JSON result.
@@ -205,7 +225,9 @@ impl Config {
             threads: 1,
             connect_window: 64,
             hold: Duration::ZERO,
+            connect_rate: None,
             server_pid: None,
+            sources: 0,
             raw: false,
             label: String::new(),
             progress: None,
@@ -259,7 +281,15 @@ impl Config {
                 "--threads" => c.threads = number(&flag, &value()?)?,
                 "--connect-window" => c.connect_window = number(&flag, &value()?)?,
                 "--hold" => c.hold = seconds(&flag, &value()?)?,
+                "--connect-rate" => {
+                    let v = value()?;
+                    match v.parse::<f64>() {
+                        Ok(r) if r >= 1.0 && r.is_finite() => c.connect_rate = Some(r),
+                        _ => return Err(format!("--connect-rate: `{v}` is not a rate >= 1")),
+                    }
+                }
                 "--server-pid" => c.server_pid = Some(number(&flag, &value()?)? as u32),
+                "--sources" => c.sources = number(&flag, &value()?)?,
                 "--raw" => c.raw = true,
                 "--label" => c.label = value()?,
                 "--progress" => c.progress = Some(true),
@@ -296,6 +326,12 @@ impl Config {
         }
         if c.duration > Duration::from_secs(3600) || c.hold > Duration::from_secs(3600) {
             return Err("--duration and --hold are limited to one hour".into());
+        }
+        if c.sources > 254 {
+            return Err("--sources: at most 254 (127.0.0.1 ..= 127.0.0.254)".into());
+        }
+        if c.sources > 1 && !c.addr.is_ipv4() {
+            return Err("--sources: several source addresses need an IPv4 server".into());
         }
         if c.threads > 64 || c.inflight > 100_000 || c.conns > 1_000_000 {
             return Err("--threads, --inflight or --conns is unreasonably large".into());
@@ -932,6 +968,18 @@ impl Ctx {
     /// Handles every complete frame (or raw message) at the front of
     /// `data`; returns the bytes used.
     fn units(&mut self, conn: &mut Conn, idx: usize, data: &[u8]) -> usize {
+        if self.wire.raw && conn.role == Role::Idle {
+            // The raw echo's heartbeat (`raw_echo --heartbeat`): a probe
+            // byte, answered with a reply byte, as a ping with a pong.
+            for &byte in data {
+                if byte == RAW_PROBE {
+                    self.stats.pings += 1;
+                    conn.out.push(RAW_PROBE_REPLY);
+                    self.mark_dirty(conn, idx);
+                }
+            }
+            return data.len();
+        }
         if self.wire.raw {
             let size = self.cfg.size;
             let whole = data.len() / size * size;
@@ -1112,6 +1160,8 @@ struct Worker {
     conns: Vec<Conn>,
     /// The read buffer.
     rbuf: Vec<u8>,
+    /// The source address index (see [`connect_from`]) of the next connect.
+    next_source: usize,
     /// Everything else.
     ctx: Ctx,
 }
@@ -1130,6 +1180,7 @@ impl Worker {
             events: Events::with_capacity(4096),
             conns: Vec::new(),
             rbuf: vec![0; READ_CHUNK],
+            next_source: thread % cfg.sources,
             ctx: Ctx {
                 thread,
                 cfg,
@@ -1172,7 +1223,9 @@ impl Worker {
             received: 0,
             missing: HashSet::new(),
         };
-        match TcpStream::connect(self.ctx.cfg.addr) {
+        let source = self.next_source;
+        self.next_source = (self.next_source + 1) % self.ctx.cfg.sources;
+        match connect_from(self.ctx.cfg.addr, source) {
             Ok(mut stream) => {
                 let interest = Interest::READABLE | Interest::WRITABLE;
                 match self
@@ -1467,10 +1520,23 @@ impl Worker {
     /// `--connect-window` in flight), until `deadline`.
     fn connect_all(&mut self, count: usize, role: Role, deadline: Instant) -> io::Result<()> {
         let mut left = count;
+        let began = Instant::now();
+        let mut started = 0usize;
+        // This thread's share of `--connect-rate`, per second.
+        let rate = self
+            .ctx
+            .cfg
+            .connect_rate
+            .map(|r| r / self.ctx.cfg.threads as f64);
         loop {
-            while left > 0 && self.ctx.connecting < self.ctx.cfg.connect_window {
+            let mut allowed = rate.map_or(usize::MAX, |r| {
+                ((began.elapsed().as_secs_f64() * r) as usize + 1).saturating_sub(started)
+            });
+            while left > 0 && allowed > 0 && self.ctx.connecting < self.ctx.cfg.connect_window {
                 self.start_connect(role);
                 left -= 1;
+                started += 1;
+                allowed -= 1;
             }
             if left == 0 && self.ctx.connecting == 0 {
                 return Ok(());
@@ -1479,7 +1545,12 @@ impl Worker {
             if now >= deadline {
                 break;
             }
-            self.turn((deadline - now).min(Duration::from_millis(100)))?;
+            let tick = if rate.is_some() && left > 0 {
+                Duration::from_millis(1)
+            } else {
+                Duration::from_millis(100)
+            };
+            self.turn((deadline - now).min(tick))?;
         }
         let ctx = &mut self.ctx;
         for conn in &mut self.conns {
@@ -1742,6 +1813,60 @@ fn fd_limit() -> Option<usize> {
     line.split_whitespace().nth(3)?.parse().ok()
 }
 
+/// Settles `--sources`: the number asked for, or as many loopback source
+/// addresses as `--conns` needs given the ephemeral port range (keeping
+/// 1,000 ports per address for everything else on the machine).
+fn with_sources(mut cfg: Config) -> Result<Config, String> {
+    let ports = port_range().unwrap_or(28_000).saturating_sub(1000).max(1);
+    let needed = (cfg.conns + 1).div_ceil(ports);
+    if cfg.sources == 0 {
+        cfg.sources = needed;
+    }
+    if cfg.sources < needed {
+        return Err(format!(
+            "{} connections need {needed} source addresses ({ports} ports each), \
+             not --sources {}",
+            cfg.conns, cfg.sources
+        ));
+    }
+    if cfg.sources > 254 || cfg.sources > 1 && !cfg.addr.is_ipv4() {
+        return Err(format!(
+            "{} connections need {} loopback source addresses: use an IPv4 server address \
+             and fewer connections",
+            cfg.conns, cfg.sources
+        ));
+    }
+    Ok(cfg)
+}
+
+/// Starts a non-blocking connect to `addr` from the loopback source
+/// address `127.0.0.{index + 1}` (any port). With one source the kernel
+/// picks the address as usual; binding first is what lets each further
+/// address bring its own ephemeral port range.
+fn connect_from(addr: SocketAddr, index: usize) -> io::Result<TcpStream> {
+    if index == 0 {
+        return TcpStream::connect(addr);
+    }
+    let host = u8::try_from(index + 1).map_err(|_| io::ErrorKind::InvalidInput)?;
+    let source = SocketAddr::from(([127, 0, 0, host], 0));
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&source.into())?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(socket.into()))
+}
+
+/// `EINPROGRESS` on Linux: a non-blocking connect has started.
+const EINPROGRESS: i32 = 115;
+
 /// The number of ephemeral ports, from `/proc/sys/net/ipv4/ip_local_port_range`.
 fn port_range() -> Option<usize> {
     let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
@@ -1805,7 +1930,7 @@ impl Json {
 /// Parses the command line, runs the workers, prints the results.
 fn main() {
     let cfg = match Config::parse(std::env::args().skip(1)) {
-        Ok(cfg) => Arc::new(cfg),
+        Ok(cfg) => cfg,
         Err(e) => {
             eprintln!("wsbench: {e}");
             std::process::exit(2);
@@ -1818,16 +1943,13 @@ fn main() {
         eprintln!("wsbench: {needed} descriptors needed but `ulimit -n` is {limit}");
         std::process::exit(2);
     }
-    if let Some(ports) = port_range()
-        && cfg.conns + 1 > ports.saturating_sub(1000)
-    {
-        eprintln!(
-            "wsbench: {} connections exceed the {ports} ephemeral ports of one source address \
-             (binding several 127.0.0.X sources would need socket2)",
-            cfg.conns
-        );
-        std::process::exit(2);
-    }
+    let cfg = match with_sources(cfg) {
+        Ok(cfg) => Arc::new(cfg),
+        Err(e) => {
+            eprintln!("wsbench: {e}");
+            std::process::exit(2);
+        }
+    };
     let rss_before = cfg.server_pid.and_then(vm_rss_kb);
     let shared = Arc::new(Shared {
         base: Instant::now(),
@@ -1912,6 +2034,7 @@ fn report(cfg: &Config, s: &Stats, probe: &Probe, rss_before: Option<u64>) {
         .str("label", &cfg.label)
         .num("conns", Some(cfg.conns as f64))
         .num("threads", Some(cfg.threads as f64))
+        .num("sources", Some(cfg.sources as f64))
         .num("size", Some(cfg.size as f64))
         .str("kind", kind)
         .num("window_s", Some(probe.window_s));
@@ -1997,9 +2120,11 @@ fn report(cfg: &Config, s: &Stats, probe: &Probe, rss_before: Option<u64>) {
         Mode::Connect => {
             let rate = s.opened as f64 / probe.connect_s.max(1e-9);
             println!(
-                "  {} of {} connections open in {:.2} s ({rate:.0}/s), connect p50 {:.0} us, p99 {:.0} us",
+                "  {} of {} connections open from {} source address(es) in {:.2} s ({rate:.0}/s), \
+                 connect p50 {:.0} us, p99 {:.0} us",
                 s.opened,
                 cfg.conns,
+                cfg.sources,
                 probe.connect_s,
                 s.connect.us(0.5),
                 s.connect.us(0.99)

@@ -60,7 +60,10 @@ pub struct Config {
     /// (default 5 s).
     pub close_timeout: Duration,
     /// Ping connections silent for this long (default 20 s; `None` disables
-    /// heartbeats).
+    /// heartbeats). Deadlines of open connections are rounded up to 1% of
+    /// the shortest of this and `idle_timeout` (between 32 ms and 1 s), so
+    /// a ping may go out that much later: in return, every connection that
+    /// fell silent in the same window is pinged in one wake-up.
     pub ping_interval: Option<Duration>,
     /// Close a connection that sends nothing for this long after a ping
     /// (default 10 s). The application sees code 1006.

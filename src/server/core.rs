@@ -11,7 +11,7 @@ use super::config::{Backpressure, Config};
 use super::conn::{Closing, Connection, Phase};
 use super::metrics::Metrics;
 use super::outbox::BufferPool;
-use super::timers::{CONN_DEADLINE_GRID, Clock, Tick, TimerKind, Timers};
+use super::timers::{CONN_DEADLINE_GRID, Clock, Tick, TimerKind, Timers, heartbeat_grid};
 use super::topics::Topics;
 use crate::handler::{ConnId, Message, SendStatus};
 use crate::protocol::ProtocolError;
@@ -25,6 +25,9 @@ pub(crate) struct Core<S> {
     pub(crate) next_generation: u64,
     pub(crate) topics: Topics,
     pub(crate) timers: Timers,
+    /// The deadline grid of open connections, in milliseconds (see
+    /// [`heartbeat_grid`]).
+    open_grid: u64,
     pub(crate) pool: BufferPool,
     /// Connections with output to flush at the end of this turn.
     pub(crate) dirty: Vec<usize>,
@@ -65,13 +68,13 @@ impl<S> Core<S> {
     pub(crate) fn new(config: Config, registry: Registry) -> Core<S> {
         let expected_connections = config.max_connections.min(1 << 20);
         Core {
-            config,
             // Reserved up front: untouched pages cost no memory, and the slab
             // never doubles (and copies) itself under a connection storm.
             conns: Slab::with_capacity(expected_connections),
             next_generation: 1,
             topics: Topics::default(),
-            timers: Timers::with_capacity(expected_connections),
+            timers: Timers::default(),
+            open_grid: heartbeat_grid(config.ping_interval, config.idle_timeout),
             pool: BufferPool::default(),
             dirty: Vec::new(),
             pending_reads: Vec::new(),
@@ -82,6 +85,7 @@ impl<S> Core<S> {
             shutdown_requested: false,
             scratch: Vec::new(),
             pending: None,
+            config,
         }
     }
 
@@ -120,14 +124,18 @@ impl<S> Core<S> {
         let Some(due) = conn.next_deadline(&self.config) else {
             return;
         };
-        let due = due.round_up(CONN_DEADLINE_GRID);
+        let grid = if conn.is_open() {
+            self.open_grid
+        } else {
+            CONN_DEADLINE_GRID
+        };
+        let due = due.round_up(grid);
         if conn.timer_at.is_some_and(|at| at <= due) {
             return;
         }
         conn.timer_at = Some(due);
         let generation = conn.generation;
-        self.timers
-            .schedule(due, TimerKind::Conn { key, generation });
+        self.timers.schedule(due, TimerKind::conn(key, generation));
     }
 
     /// Applies the outbound cap before queueing `len` more bytes. `exempt`
@@ -450,7 +458,7 @@ impl<S> Core<S> {
         let conn = &mut self.conns[key];
         if let Phase::Open { ping_sent, .. } = &mut conn.phase {
             *ping_sent = Some(self.now);
-            let mut frame = Vec::with_capacity(2);
+            let mut frame = self.pool.take(2);
             encode_frame(&mut frame, OpCode::Ping, b"");
             conn.outbox.push_urgent(&mut self.pool, frame, false);
             self.mark_dirty(key);

@@ -310,7 +310,7 @@ impl<H: Handler> Engine<H> {
             Event::Text(text) if open => self.deliver(key, Message::Text(text)),
             Event::Binary(bytes) if open => self.deliver(key, Message::Binary(bytes)),
             Event::Ping(payload) if open => {
-                let mut pong = Vec::with_capacity(2 + payload.len());
+                let mut pong = self.core.pool.take(2 + payload.len());
                 encode_frame(&mut pong, OpCode::Pong, payload);
                 self.core.conns[key]
                     .outbox

@@ -394,14 +394,16 @@ impl<H: Handler> Server<H> {
         while let Some((at, kind)) = self.engine.core.timers.pop_due(now) {
             match kind {
                 TimerKind::Conn { key, generation } => {
+                    let key = key as usize;
                     let core = &mut self.engine.core;
                     let Some(conn) = core.conns.get_mut(key) else {
                         continue;
                     };
-                    if conn.generation != generation || conn.timer_at != Some(at) {
+                    if conn.generation as u32 != generation || conn.timer_at != Some(at) {
                         continue; // stale: closed, or rescheduled earlier
                     }
                     conn.timer_at = None;
+                    let generation = conn.generation;
                     self.engine.check_deadlines(key);
                     let core = &mut self.engine.core;
                     if core

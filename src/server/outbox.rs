@@ -13,6 +13,8 @@ use std::rc::Rc;
 
 /// The most buffers handed to one `writev`.
 const MAX_IOVECS: usize = 64;
+/// The iovec array used when no more chunks than this are queued.
+const FEW_IOVECS: usize = 4;
 /// Small owned frames are appended to the previous owned chunk up to this
 /// size, so a burst of replies costs one buffer and one iovec.
 const COALESCE_LIMIT: usize = 64 * 1024;
@@ -42,9 +44,17 @@ impl Chunk {
 
 /// A loop-wide pool of spare buffers and queue sets, so replies do not
 /// allocate in the steady state.
+///
+/// The pool's own memory is bounded by its tiers: at most
+/// [`Self::MAX_SMALL`] buffers of up to [`Self::SMALL_CAPACITY`] bytes and
+/// [`Self::MAX_LARGE`] of up to [`Self::LARGE_CAPACITY`]. A single tier
+/// would let every pooled buffer ratchet up to the largest frame it ever
+/// carried, so occasional large messages would slowly turn the whole pool
+/// into large buffers (the soak test saw RSS creep for minutes that way).
 #[derive(Debug, Default)]
 pub(crate) struct BufferPool {
-    spare: Vec<Vec<u8>>,
+    small: Vec<Vec<u8>>,
+    large: Vec<Vec<u8>>,
     /// Boxed because an outbox holds its lanes boxed: they move back and
     /// forth without being reallocated.
     #[allow(clippy::vec_box)]
@@ -52,20 +62,43 @@ pub(crate) struct BufferPool {
 }
 
 impl BufferPool {
-    const MAX_SPARE: usize = 256;
-    const MAX_KEPT_CAPACITY: usize = 64 * 1024;
+    /// Replies up to this size (a burst of small frames coalesced) are
+    /// served from the small tier.
+    const SMALL_CAPACITY: usize = 4 * 1024;
+    const MAX_SMALL: usize = 256;
+    /// Larger buffers are kept up to this capacity; beyond it a frame gets
+    /// a buffer of its own that is freed once written.
+    const LARGE_CAPACITY: usize = 64 * 1024;
+    const MAX_LARGE: usize = 32;
     /// A fan-out to thousands of connections takes thousands of lane sets
     /// at once; keeping them avoids reallocating them for the next one.
     const MAX_SPARE_LANES: usize = 4096;
+    /// Lane sets whose queues grew past this many entries (a slow reader
+    /// behind a burst of broadcasts) are freed rather than kept.
+    const MAX_KEPT_LANE_ENTRIES: usize = 32;
 
-    pub(crate) fn take(&mut self) -> Vec<u8> {
-        self.spare.pop().unwrap_or_default()
+    /// A cleared buffer for a frame of about `len_hint` bytes.
+    pub(crate) fn take(&mut self, len_hint: usize) -> Vec<u8> {
+        let tier = if len_hint > Self::SMALL_CAPACITY {
+            &mut self.large
+        } else {
+            &mut self.small
+        };
+        tier.pop().unwrap_or_default()
     }
 
+    /// Returns a written buffer for reuse, or frees it if its tier is full
+    /// or it is too large to keep.
     pub(crate) fn give(&mut self, mut buf: Vec<u8>) {
-        if buf.capacity() <= Self::MAX_KEPT_CAPACITY && self.spare.len() < Self::MAX_SPARE {
+        let (tier, max) = match buf.capacity() {
+            0 => return,
+            c if c <= Self::SMALL_CAPACITY => (&mut self.small, Self::MAX_SMALL),
+            c if c <= Self::LARGE_CAPACITY => (&mut self.large, Self::MAX_LARGE),
+            _ => return,
+        };
+        if tier.len() < max {
             buf.clear();
-            self.spare.push(buf);
+            tier.push(buf);
         }
     }
 
@@ -74,7 +107,14 @@ impl BufferPool {
     }
 
     fn give_lanes(&mut self, lanes: Box<Lanes>) {
-        if self.spare_lanes.len() < Self::MAX_SPARE_LANES {
+        let grown = [
+            lanes.pongs.capacity(),
+            lanes.urgent.capacity(),
+            lanes.data.capacity(),
+        ]
+        .into_iter()
+        .any(|c| c > Self::MAX_KEPT_LANE_ENTRIES);
+        if !grown && self.spare_lanes.len() < Self::MAX_SPARE_LANES {
             self.spare_lanes.push(lanes);
         }
     }
@@ -133,7 +173,7 @@ impl Outbox {
             {
                 None
             }
-            _ => Some(pool.take()),
+            _ => Some(pool.take(len_hint)),
         };
         let data = &mut self.lanes(pool).data;
         if let Some(buf) = fresh {
@@ -200,27 +240,19 @@ impl Outbox {
             let Some(lanes) = self.lanes.as_deref_mut() else {
                 break;
             };
-            let written = {
-                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-                let mut count = 0;
-                let partial = lanes.partial.iter().map(|(c, off)| &c.bytes()[*off..]);
-                let pongs = lanes.pongs.iter().map(Vec::as_slice);
-                let rest = lanes
-                    .urgent
-                    .iter()
-                    .chain(lanes.data.iter())
-                    .map(Chunk::bytes);
-                for bytes in partial.chain(pongs).chain(rest).take(MAX_IOVECS) {
-                    slices[count] = IoSlice::new(bytes);
-                    count += 1;
-                }
-                match stream.write_vectored(&slices[..count]) {
-                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                }
+            // Most flushes carry one or two chunks: a small iovec array
+            // spares initialising the full one every time.
+            let result = if lanes.chunk_count() <= FEW_IOVECS {
+                lanes.write_to::<FEW_IOVECS>(stream)
+            } else {
+                lanes.write_to::<MAX_IOVECS>(stream)
+            };
+            let written = match result {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
             };
             lanes.consume(written, pool);
             self.queued -= written;
@@ -236,6 +268,25 @@ impl Outbox {
 }
 
 impl Lanes {
+    /// Queued chunks, including a partly written one.
+    fn chunk_count(&self) -> usize {
+        usize::from(self.partial.is_some()) + self.pongs.len() + self.urgent.len() + self.data.len()
+    }
+
+    /// One `writev` of up to `N` chunks, in write order.
+    fn write_to<const N: usize>(&self, stream: &mut impl Write) -> io::Result<usize> {
+        let mut slices = [IoSlice::new(&[]); N];
+        let mut count = 0;
+        let partial = self.partial.iter().map(|(c, off)| &c.bytes()[*off..]);
+        let pongs = self.pongs.iter().map(Vec::as_slice);
+        let rest = self.urgent.iter().chain(self.data.iter()).map(Chunk::bytes);
+        for bytes in partial.chain(pongs).chain(rest).take(N) {
+            slices[count] = IoSlice::new(bytes);
+            count += 1;
+        }
+        stream.write_vectored(&slices[..count])
+    }
+
     /// Drops `n` written bytes from the front, in write order.
     fn consume(&mut self, mut n: usize, pool: &mut BufferPool) {
         if let Some((chunk, offset)) = self.partial.take() {
@@ -364,6 +415,40 @@ mod tests {
         }
         assert_eq!(outbox.lanes.as_ref().unwrap().data.len(), 1);
         assert_eq!(outbox.queued(), 300);
+    }
+
+    #[test]
+    fn pool_keeps_bounded_tiers_and_frees_oversized_buffers() {
+        let mut pool = BufferPool::default();
+        for _ in 0..1000 {
+            pool.give(Vec::with_capacity(100));
+            pool.give(Vec::with_capacity(20_000));
+            pool.give(Vec::with_capacity(BufferPool::LARGE_CAPACITY + 1));
+        }
+        assert_eq!(pool.small.len(), BufferPool::MAX_SMALL);
+        assert_eq!(pool.large.len(), BufferPool::MAX_LARGE);
+        assert!(pool.take(16_000).capacity() >= 20_000);
+        assert!(pool.take(10).capacity() < BufferPool::SMALL_CAPACITY);
+    }
+
+    #[test]
+    fn lanes_that_grew_long_queues_are_not_pooled() {
+        let mut pool = BufferPool::default();
+        let mut outbox = Outbox::default();
+        for _ in 0..1000 {
+            outbox.push_shared(&mut pool, Rc::new(vec![7; 4]));
+        }
+        let mut sink = Trickle {
+            out: Vec::new(),
+            per_call: usize::MAX,
+            calls_left: usize::MAX,
+        };
+        outbox.flush(&mut sink, &mut pool).unwrap();
+        assert_eq!(sink.out.len(), 4000);
+        assert!(pool.spare_lanes.is_empty());
+        outbox.push_shared(&mut pool, Rc::new(vec![7; 4]));
+        outbox.flush(&mut sink, &mut pool).unwrap();
+        assert_eq!(pool.spare_lanes.len(), 1);
     }
 
     #[test]
