@@ -152,6 +152,7 @@ if [ "$MODE" = smoke ]; then
   pair "smoke broadcast" broadcast raw_fanout --mode broadcast --conns 20 --size 64 --duration 1
   pair "smoke connect" echo raw_echo --mode connect --conns 200 --sources 2 --duration 5 --hold 0.5
   run "smoke pings" wsloop echo 0.2 --mode connect --conns 20 --duration 5 --hold 1
+  run "smoke pings" raw raw_echo 0.2 --mode connect --conns 20 --duration 5 --hold 1
   if [ "$FAILED" -ne 0 ]; then
     echo "bench-smoke: FAILED" >&2
     exit 1

@@ -103,6 +103,36 @@ fn a_client_that_answers_pings_stays_open() {
     );
 }
 
+#[test]
+fn pings_keep_their_interval_when_the_pong_timeout_is_longer() {
+    // The pong-timeout deadline (5 s) must not hold back the next ping
+    // (due 200 ms after the pong).
+    let (server, events) = start(Config {
+        pong_timeout: Duration::from_secs(5),
+        ..heartbeat_config()
+    });
+    let mut raw = RawWs::connect(server.addr, "/");
+    opened(&events);
+    raw.stream
+        .set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let start = Instant::now();
+    let mut pings = 0;
+    while start.elapsed() < Duration::from_millis(1500) {
+        match raw.try_read_frame() {
+            Ok(frame) if frame.opcode == 0x9 => {
+                pings += 1;
+                raw.send_frame(0xA, &frame.payload);
+            }
+            Ok(frame) => panic!("unexpected frame {frame:?}"),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) => panic!("connection failed: {e}"),
+        }
+    }
+    // About one ping per 200 ms + 32 ms grid: 6 in 1.5 s.
+    assert!(pings >= 4, "only {pings} pings in 1.5 s");
+}
+
 /// A raw client that answers every ping with a pong after `delay`,
 /// for 1.2 s; returns how long the connection lasted if it was dropped.
 fn answer_pings_for(delay: Duration) -> Option<Duration> {

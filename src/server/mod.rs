@@ -266,8 +266,13 @@ impl<H: Handler> Server<H> {
             };
             // Any bytes prove the peer alive: an outstanding ping is answered.
             conn.last_seen = core.now;
-            if let Phase::Open { ping_sent, .. } = &mut conn.phase {
-                *ping_sent = None;
+            if let Phase::Open { ping_sent, .. } = &mut conn.phase
+                && ping_sent.take().is_some()
+            {
+                // The timer entry is for the pong deadline; the next ping
+                // may be due sooner (an interval shorter than the pong
+                // timeout). Otherwise this adds nothing.
+                core.schedule(key);
             }
             core.metrics.bytes_in += n as u64;
             self.engine.ingest(key, &mut self.read_buf[..n]);
