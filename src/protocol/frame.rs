@@ -151,10 +151,14 @@ impl FrameHeader {
             }
             n => u64::from(n),
         };
-        let mask = masked.then(|| {
+        let mask = if masked {
             let at = 2 + length_bytes;
-            [buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]
-        });
+            // In bounds: `buf` holds the whole header (checked above).
+            buf.get(at..at + 4)
+                .and_then(|key| <[u8; 4]>::try_from(key).ok())
+        } else {
+            None
+        };
         Ok(Some((
             FrameHeader {
                 fin,

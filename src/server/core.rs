@@ -288,7 +288,13 @@ impl<S> Core<S> {
     }
 
     /// Queues the pending broadcast batch, if any, for its recipients.
+    #[inline]
     pub(crate) fn seal(&mut self) {
+        // Checked before `take()`: most calls find no batch, and moving the
+        // (large) `Option` out and back costs more than the test.
+        if self.pending.is_none() {
+            return;
+        }
         let Some(pending) = self.pending.take() else {
             return;
         };

@@ -240,12 +240,14 @@ impl Outbox {
             let Some(lanes) = self.lanes.as_deref_mut() else {
                 break;
             };
-            // Most flushes carry one or two chunks: a small iovec array
-            // spares initialising the full one every time.
-            let result = if lanes.chunk_count() <= FEW_IOVECS {
-                lanes.write_to::<FEW_IOVECS>(stream)
-            } else {
-                lanes.write_to::<MAX_IOVECS>(stream)
+            // Most flushes carry one chunk (small replies coalesce): plain
+            // `write` skips the kernel's iovec import that `writev` pays.
+            // A few chunks take a small iovec array, which spares
+            // initialising the full one every time.
+            let result = match lanes.chunk_count() {
+                1 => lanes.write_first(stream),
+                n if n <= FEW_IOVECS => lanes.write_to::<FEW_IOVECS>(stream),
+                _ => lanes.write_to::<MAX_IOVECS>(stream),
             };
             let written = match result {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -271,6 +273,17 @@ impl Lanes {
     /// Queued chunks, including a partly written one.
     fn chunk_count(&self) -> usize {
         usize::from(self.partial.is_some()) + self.pongs.len() + self.urgent.len() + self.data.len()
+    }
+
+    /// One `write` of the first chunk in write order.
+    fn write_first(&self, stream: &mut impl Write) -> io::Result<usize> {
+        let partial = self.partial.iter().map(|(c, off)| &c.bytes()[*off..]);
+        let pongs = self.pongs.iter().map(Vec::as_slice);
+        let rest = self.urgent.iter().chain(self.data.iter()).map(Chunk::bytes);
+        match partial.chain(pongs).chain(rest).next() {
+            Some(bytes) => stream.write(bytes),
+            None => Ok(0),
+        }
     }
 
     /// One `writev` of up to `N` chunks, in write order.
