@@ -8,6 +8,9 @@
 #
 # Environment:
 #   BENCH_SECS=3      measured seconds per cell (full matrix)
+#   BENCH_REPS=3      rounds of each cell of the full matrix: wsloop and the
+#                     raw loop alternate, and the report gives the median of
+#                     the per-round ratios (this machine is shared and noisy)
 #   BENCH_LONG=1      add the 60 s cell: 19,000 idle connections with 20 s
 #                     pings, server CPU beside the raw loop's heartbeat probes
 #                     (target: under 1%)
@@ -31,6 +34,7 @@ case "${1:-}" in
 esac
 
 SECS="${BENCH_SECS:-3}"
+REPS="${BENCH_REPS:-3}"
 PORT="${BENCH_PORT:-21100}"
 OUT="${BENCH_OUT:-docs/bench-latest.md}"
 TARGET="${CARGO_TARGET_DIR:-target}"
@@ -140,10 +144,13 @@ run() {
 
 # pair CELL WS_KIND RAW_KIND ARGS...: wsloop, then the raw loop, same traffic.
 pair() {
-  local cell="$1" ws="$2" rawkind="$3"
+  local cell="$1" ws="$2" rawkind="$3" rounds=1 round
   shift 3
-  run "$cell" wsloop "$ws" 0 "$@"
-  run "$cell" raw "$rawkind" 0 "$@"
+  [ "$MODE" = full ] && rounds="$REPS"
+  for round in $(seq "$rounds"); do
+    run "$cell" wsloop "$ws" 0 "$@"
+    run "$cell" raw "$rawkind" 0 "$@"
+  done
 }
 
 : >"$WORK/results.tsv"
@@ -204,6 +211,7 @@ import json
 import sys
 
 tsv, out, date, nproc, cpu, kernel, rev, pinned, secs, elapsed, load = sys.argv[1:]
+# rows[cell][side] is the list of that side's results, one per round.
 rows = {}
 order = []
 for line in open(tsv):
@@ -211,7 +219,15 @@ for line in open(tsv):
     if cell not in rows:
         rows[cell] = {}
         order.append(cell)
-    rows[cell][side] = json.loads(result)
+    rows[cell].setdefault(side, []).append(json.loads(result))
+
+
+def median(values):
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
 def fmt(v, unit=""):
@@ -271,8 +287,8 @@ lines = [
     "- produced by `make bench` (scripts/bench.sh); wsbench is examples/wsbench.rs, the raw",
     "  loops are examples/raw_echo.rs and examples/raw_fanout.rs",
     "",
-    "| cell | headline metric | wsloop | raw loop | wsloop / raw "
-    "| server CPU ns/msg, wsloop | raw loop | wsloop / raw |",
+    "| cell | headline metric | wsloop | raw loop | wsloop / raw (rounds) "
+    "| server CPU ns/msg, wsloop | raw loop | wsloop / raw (rounds) |",
     "|---|---|---:|---:|---:|---:|---:|---:|",
 ]
 
@@ -288,19 +304,47 @@ def ratio(a, b):
     return f"{a / b:.2f}" if a is not None and b else "–"
 
 
+def ratios(cell, value):
+    """The per-round ratios wsloop / raw of `value` (round i against round i)."""
+    ws, raw = rows[cell].get("wsloop", []), rows[cell].get("raw", [])
+    out = []
+    for w, r in zip(ws, raw):
+        a, b = value(w), value(r)
+        if a is not None and b:
+            out.append(a / b)
+    return out
+
+
+def summary(values):
+    """The median ratio, and the rounds' range when there are several."""
+    if not values:
+        return "–"
+    text = f"{median(values):.2f}"
+    if len(values) > 1:
+        text += f" ({min(values):.2f}–{max(values):.2f})"
+    return text
+
+
+def cpu_per_msg(r):
+    # Idle cells: server CPU per heartbeat (ping and pong, or probe and
+    # reply), if there were any.
+    return ns_per_ping(r) if r.get("mode") == "connect" else r.get("server_ns_per_msg")
+
+
 for cell in order:
-    ws, raw = rows[cell].get("wsloop", {}), rows[cell].get("raw", {})
-    name, wv, higher = metric(ws or raw)
-    rv = metric(raw)[1] if raw else None
-    wc, rc = ws.get("server_ns_per_msg"), raw.get("server_ns_per_msg")
-    if ws.get("mode") == "connect":
-        # Idle cells: server CPU per heartbeat (ping and pong, or probe and
-        # reply), if there were any.
-        wc, rc = ns_per_ping(ws), ns_per_ping(raw)
-    lines.append(f"| {cell} | {name} | {fmt(wv)} | {fmt(rv)} | {ratio(wv, rv)} "
-                 f"| {fmt(wc)} | {fmt(rc)} | {ratio(wc, rc)} |")
+    ws, raw = rows[cell].get("wsloop", []), rows[cell].get("raw", [])
+    name, _, higher = metric((ws or raw)[0])
+    wv = median(metric(r)[1] for r in ws)
+    rv = median(metric(r)[1] for r in raw)
+    wc = median(cpu_per_msg(r) for r in ws)
+    rc = median(cpu_per_msg(r) for r in raw)
+    lines.append(f"| {cell} | {name} | {fmt(wv)} | {fmt(rv)} | "
+                 f"{summary(ratios(cell, lambda r: metric(r)[1]))} "
+                 f"| {fmt(wc)} | {fmt(rc)} | {summary(ratios(cell, cpu_per_msg))} |")
 lines += [
     "",
+    "Values are medians over the rounds; a ratio is the median of the per-round ratios",
+    "(wsloop's round i against the raw loop's round i, run back to back), with their range.",
     "Ratios: above 1 is better for wsloop on rates, below 1 is better on latency, memory",
     "and CPU. \"server CPU ns/msg\" is the server's CPU time (all threads, from",
     "/proc/PID/task/*/schedstat) over the measured window divided by the round trips or",
@@ -314,12 +358,13 @@ lines += [
 for cell in order:
     lines.append(f"- **{cell}**")
     for side in ("wsloop", "raw"):
-        if side in rows[cell]:
-            lines.append(f"  - {side}: {detail(rows[cell][side])}")
+        for i, r in enumerate(rows[cell].get(side, []), 1):
+            lines.append(f"  - {side}, round {i}: {detail(r)}")
 lines += ["", "## Raw results", "", "```"]
 for cell in order:
-    for side, r in rows[cell].items():
-        lines.append("RESULT " + json.dumps(r, separators=(",", ":"), ensure_ascii=False))
+    for side, results in rows[cell].items():
+        for r in results:
+            lines.append("RESULT " + json.dumps(r, separators=(",", ":"), ensure_ascii=False))
 lines += ["```", ""]
 open(out, "w").write("\n".join(lines))
 print("\n".join(lines[10:10 + 2 + len(order)]))
