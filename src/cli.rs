@@ -52,7 +52,8 @@ FLAGS:
     --max-connections N         beyond it new connections get 503 [default: 100000]
     --max-outbound-buffer BYTES cap on a connection's queued output [default: 1048576]
     --backpressure POLICY       drop | close (close sends 1008) [default: close]
-    --ping-interval SECS        ping connections silent this long; 0 disables [default: 20]
+    --ping-interval SECS        ping connections silent this long (up to 1% later, so pings
+                                go out in batches); 0 disables [default: 20]
     --pong-timeout SECS         close a connection silent this long after a ping [default: 10]
     --handshake-timeout SECS    time allowed for the upgrade request [default: 10]
     --close-timeout SECS        time allowed for the closing handshake [default: 5]
