@@ -690,6 +690,8 @@ struct Stats {
     published: u64,
     /// Pings answered.
     pings: u64,
+    /// Connect mode: pings answered during the measured part of the hold.
+    pings_in_hold: u64,
     /// Leader only: measurements of the server and of this process.
     probe: Probe,
 }
@@ -727,6 +729,7 @@ impl Stats {
             reordered: 0,
             published: 0,
             pings: 0,
+            pings_in_hold: 0,
             probe: Probe::default(),
         }
     }
@@ -759,6 +762,7 @@ impl Stats {
         self.reordered += other.reordered;
         self.published += other.published;
         self.pings += other.pings;
+        self.pings_in_hold += other.pings_in_hold;
     }
 }
 
@@ -1672,6 +1676,9 @@ fn run_worker(thread: usize, cfg: Arc<Config>, shared: Arc<Shared>) -> io::Resul
     };
     let end = start + window;
     let mut probe_start = None;
+    // Pings answered before the hold's measured part, so that the pings of
+    // the hold alone can be reported beside the server's CPU over it.
+    let mut pings_before_hold = None;
     let mut probe = Probe {
         connect_s,
         ..Probe::default()
@@ -1696,6 +1703,9 @@ fn run_worker(thread: usize, cfg: Arc<Config>, shared: Arc<Shared>) -> io::Resul
         }
         w.after_input();
         let now = Instant::now();
+        if cfg.mode == Mode::Connect && pings_before_hold.is_none() && now >= start + SETTLE {
+            pings_before_hold = Some(w.ctx.stats.pings);
+        }
         if leader && cfg.mode == Mode::Connect && probe_start.is_none() && now >= start + SETTLE {
             probe.rss_after_kb = cfg.server_pid.and_then(vm_rss_kb);
             probe_start = Some((now, take_probe(&cfg)));
@@ -1716,6 +1726,7 @@ fn run_worker(thread: usize, cfg: Arc<Config>, shared: Arc<Shared>) -> io::Resul
         w.turn(timeout)?;
     }
     w.ctx.measuring = false;
+    w.ctx.stats.pings_in_hold = w.ctx.stats.pings - pings_before_hold.unwrap_or(w.ctx.stats.pings);
     if let Some((at, (server0, client0))) = probe_start {
         let (server1, client1) = take_probe(&cfg);
         probe.window_s = at.elapsed().as_secs_f64();
@@ -2135,7 +2146,8 @@ fn report(cfg: &Config, s: &Stats, probe: &Probe, rss_before: Option<u64>) {
                 .num("connect_p50_us", Some(s.connect.us(0.5)))
                 .num("connect_p99_us", Some(s.connect.us(0.99)))
                 .num("hold_s", Some(cfg.hold.as_secs_f64()))
-                .num("pings", Some(s.pings as f64));
+                .num("pings", Some(s.pings as f64))
+                .num("pings_in_hold", Some(s.pings_in_hold as f64));
             let rss_after = probe.rss_after_kb;
             let per_conn = rss_before
                 .zip(rss_after)

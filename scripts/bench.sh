@@ -294,7 +294,9 @@ lines = [
 
 
 def ns_per_ping(r):
-    cpu, hold, pings = r.get("server_cpu_pct"), r.get("hold_s"), r.get("pings")
+    # The pings of the hold (the CPU figure's window), where reported.
+    pings = r.get("pings_in_hold", r.get("pings"))
+    cpu, hold = r.get("server_cpu_pct"), r.get("hold_s")
     if cpu is None or not hold or not pings:
         return None
     return cpu / 100 * hold / pings * 1e9

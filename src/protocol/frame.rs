@@ -216,16 +216,24 @@ impl FrameHeader {
 /// assert_eq!(out, [0x81, 2, b'h', b'i']);
 /// ```
 pub fn encode_frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
-    let header = FrameHeader {
-        fin: true,
-        opcode,
-        mask: None,
-        payload_len: payload.len() as u64,
-    };
-    let mut head = [0u8; MAX_HEADER_LEN];
-    let n = header.encode(&mut head);
-    out.reserve(n + payload.len());
-    out.extend_from_slice(&head[..n]);
+    // Written out rather than through `FrameHeader::encode`: this runs for
+    // every message sent, and a server frame's header is only FIN, the
+    // opcode and the length.
+    let b0 = 0x80 | opcode.bits();
+    let len = payload.len();
+    out.reserve(encoded_len(len));
+    if len < 126 {
+        out.extend_from_slice(&[b0, len as u8]);
+    } else if let Ok(short) = u16::try_from(len) {
+        let [hi, lo] = short.to_be_bytes();
+        out.extend_from_slice(&[b0, 126, hi, lo]);
+    } else {
+        let mut head = [0u8; 10];
+        head[0] = b0;
+        head[1] = 127;
+        head[2..].copy_from_slice(&(len as u64).to_be_bytes());
+        out.extend_from_slice(&head);
+    }
     out.extend_from_slice(payload);
 }
 
@@ -252,14 +260,16 @@ pub fn encoded_len(len: usize) -> usize {
 /// ```
 pub fn apply_mask(data: &mut [u8], key: [u8; 4], offset: usize) {
     let key = rotate_key(key, offset);
-    let word_key = u64::from_ne_bytes([
-        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
-    ]);
-    let mut chunks = data.chunks_exact_mut(8);
+    let k = u32::from_ne_bytes(key);
+    // The key repeated over 16 bytes: a 16-byte chunk is one SSE XOR, and
+    // a 16-byte stride keeps the key's phase, so no rotation is needed
+    // between chunks or before the tail.
+    let wide_key = u128::from(k) * 0x0000_0001_0000_0001_0000_0001_0000_0001;
+    let mut chunks = data.chunks_exact_mut(16);
     for chunk in &mut chunks {
-        let mut word = [0u8; 8];
+        let mut word = [0u8; 16];
         word.copy_from_slice(chunk);
-        let masked = u64::from_ne_bytes(word) ^ word_key;
+        let masked = u128::from_ne_bytes(word) ^ wide_key;
         chunk.copy_from_slice(&masked.to_ne_bytes());
     }
     for (i, byte) in chunks.into_remainder().iter_mut().enumerate() {
@@ -279,6 +289,27 @@ mod tests {
     fn naive_mask(data: &mut [u8], key: [u8; 4], offset: usize) {
         for (i, b) in data.iter_mut().enumerate() {
             *b ^= key[(i + offset) % 4];
+        }
+    }
+
+    #[test]
+    fn encode_frame_writes_the_shortest_header_for_every_length_class() {
+        for len in [0, 1, 125, 126, 127, 65_535, 65_536, 70_000] {
+            let payload = vec![7u8; len];
+            let mut out = Vec::new();
+            encode_frame(&mut out, OpCode::Binary, &payload);
+            let mut expected = [0u8; MAX_HEADER_LEN];
+            let header = FrameHeader {
+                fin: true,
+                opcode: OpCode::Binary,
+                mask: None,
+                payload_len: len as u64,
+            };
+            let head_len = header.encode(&mut expected);
+            assert_eq!(out.len(), encoded_len(len), "length {len}");
+            assert_eq!(&out[..head_len], &expected[..head_len], "length {len}");
+            assert_eq!(&out[head_len..], &payload[..], "length {len}");
+            assert_eq!(FrameHeader::decode(&out).unwrap(), Some((header, head_len)));
         }
     }
 

@@ -136,6 +136,12 @@ impl Decoder {
     /// call with non-empty input always consumes at least one byte or
     /// returns an event. Errors carry the close code to send.
     pub fn decode<'a>(&'a mut self, input: &'a mut [u8]) -> Result<Decoded<'a>, ProtocolError> {
+        if self.frame.is_none()
+            && self.head_len == 0
+            && let Some((header, used)) = self.whole_frame_at(input)?
+        {
+            return self.lend_whole_frame(input, header, used);
+        }
         let mut consumed = 0;
         if self.frame.is_none() {
             let Some(used) = self.read_header(input)? else {
@@ -224,6 +230,59 @@ impl Decoder {
         })
     }
 
+    /// The header of the frame at the front of `input`, and its length, if
+    /// that frame can be lent out as it is without recording any frame or
+    /// message state: a complete unfragmented data frame between messages,
+    /// or a complete control frame. This is the common case (a read holds
+    /// whole small frames); when it is not, the slow path decodes the
+    /// header again.
+    fn whole_frame_at(&self, input: &[u8]) -> Result<Option<(FrameHeader, usize)>, ProtocolError> {
+        let Some((header, used)) = FrameHeader::decode(input)? else {
+            return Ok(None);
+        };
+        let whole_data = header.fin
+            && matches!(header.opcode, OpCode::Text | OpCode::Binary)
+            && self.message.is_none();
+        let arrived = (input.len() - used) as u64 >= header.payload_len;
+        Ok((arrived && (whole_data || header.opcode.is_control())).then_some((header, used)))
+    }
+
+    /// Unmasks and lends out the whole frame at the front of `input`, whose
+    /// `header` takes `used` bytes (see [`Decoder::whole_frame_at`]), after
+    /// the same checks as any frame.
+    fn lend_whole_frame<'a>(
+        &self,
+        input: &'a mut [u8],
+        header: FrameHeader,
+        used: usize,
+    ) -> Result<Decoded<'a>, ProtocolError> {
+        self.check_frame_size(&header)?;
+        if !header.opcode.is_control() && header.payload_len > self.limits.max_message_size as u64 {
+            return Err(message_too_big());
+        }
+        let end = used + header.payload_len as usize;
+        let payload = &mut input[used..end];
+        apply_mask(payload, header.mask.unwrap_or_default(), 0);
+        Ok(Decoded {
+            consumed: end,
+            event: Some(lend_event(header.opcode, payload)?),
+        })
+    }
+
+    /// The checks every frame header gets before its payload is used.
+    fn check_frame_size(&self, header: &FrameHeader) -> Result<(), ProtocolError> {
+        if header.mask.is_none() {
+            return Err(ProtocolError::new(
+                CloseCode::PROTOCOL_ERROR,
+                "client frame is not masked",
+            ));
+        }
+        if header.payload_len > self.limits.max_frame_size as u64 {
+            return Err(ProtocolError::new(CloseCode::TOO_BIG, "frame too big"));
+        }
+        Ok(())
+    }
+
     /// Reads (the rest of) a frame header and starts the frame. Returns the
     /// bytes of `input` used, or `None` when all of it went into a still
     /// partial header.
@@ -250,15 +309,7 @@ impl Decoder {
     }
 
     fn start_frame(&mut self, header: FrameHeader) -> Result<(), ProtocolError> {
-        if header.mask.is_none() {
-            return Err(ProtocolError::new(
-                CloseCode::PROTOCOL_ERROR,
-                "client frame is not masked",
-            ));
-        }
-        if header.payload_len > self.limits.max_frame_size as u64 {
-            return Err(ProtocolError::new(CloseCode::TOO_BIG, "frame too big"));
-        }
+        self.check_frame_size(&header)?;
         let len = header.payload_len as usize;
         match header.opcode {
             OpCode::Close | OpCode::Ping | OpCode::Pong => self.control.clear(),
@@ -279,7 +330,7 @@ impl Decoder {
                     ));
                 }
                 if len > self.limits.max_message_size {
-                    return Err(ProtocolError::new(CloseCode::TOO_BIG, "message too big"));
+                    return Err(message_too_big());
                 }
                 self.message = Some(if header.opcode == OpCode::Text {
                     MessageKind::Text
@@ -307,7 +358,7 @@ impl Decoder {
             ));
         }
         if self.payload.len().saturating_add(len) > self.limits.max_message_size {
-            return Err(ProtocolError::new(CloseCode::TOO_BIG, "message too big"));
+            return Err(message_too_big());
         }
         Ok(())
     }
@@ -321,6 +372,10 @@ fn invalid_utf8() -> ProtocolError {
 }
 
 /// Turns a complete, unmasked payload into an event that borrows it.
+fn message_too_big() -> ProtocolError {
+    ProtocolError::new(CloseCode::TOO_BIG, "message too big")
+}
+
 fn lend_event(opcode: OpCode, payload: &[u8]) -> Result<Event<'_>, ProtocolError> {
     Ok(match opcode {
         OpCode::Text => Event::Text(std::str::from_utf8(payload).map_err(|_| invalid_utf8())?),

@@ -110,11 +110,7 @@ impl<S> Core<S> {
     }
 
     pub(crate) fn mark_dirty(&mut self, key: usize) {
-        let conn = &mut self.conns[key];
-        if !conn.dirty {
-            conn.dirty = true;
-            self.dirty.push(key);
-        }
+        queue_flush(&mut self.conns[key], key, &mut self.dirty);
     }
 
     /// Makes sure a timer entry exists no later than the connection's
@@ -138,12 +134,19 @@ impl<S> Core<S> {
         self.timers.schedule(due, TimerKind::conn(key, generation));
     }
 
+    /// Whether `len` more bytes may join `queued` ones under the outbound
+    /// cap. An empty queue always takes a message, however large.
+    #[inline]
+    fn within_cap(&self, queued: usize, len: usize, exempt: bool) -> bool {
+        exempt || queued == 0 || queued + len <= self.config.max_outbound_buffer
+    }
+
     /// Applies the outbound cap before queueing `len` more bytes. `exempt`
     /// is true for a connection's replies to itself: those are always
     /// queued, and its reads pause instead.
     fn admit(&mut self, key: usize, len: usize, exempt: bool) -> Result<(), SendStatus> {
         let queued = self.conns[key].outbox.queued();
-        if exempt || queued == 0 || queued + len <= self.config.max_outbound_buffer {
+        if self.within_cap(queued, len, exempt) {
             return Ok(());
         }
         self.metrics.dropped_backpressure += 1;
@@ -170,7 +173,11 @@ impl<S> Core<S> {
         self.seal();
         let payload = msg.as_bytes();
         let len = encoded_len(payload.len());
-        if let Err(status) = self.admit(key, len, exempt) {
+        // One slab lookup for the common case; `admit` only when the
+        // outbound cap may apply.
+        if !self.within_cap(self.conns[key].outbox.queued(), len, exempt)
+            && let Err(status) = self.admit(key, len, exempt)
+        {
             return status;
         }
         let opcode = opcode_of(msg);
@@ -178,8 +185,8 @@ impl<S> Core<S> {
         conn.outbox.push_owned_with(&mut self.pool, len, |buf| {
             encode_frame(buf, opcode, payload)
         });
+        queue_flush(conn, key, &mut self.dirty);
         self.metrics.messages_out += 1;
-        self.mark_dirty(key);
         SendStatus::Queued
     }
 
@@ -290,11 +297,14 @@ impl<S> Core<S> {
     /// Queues the pending broadcast batch, if any, for its recipients.
     #[inline]
     pub(crate) fn seal(&mut self) {
-        // Checked before `take()`: most calls find no batch, and moving the
-        // (large) `Option` out and back costs more than the test.
-        if self.pending.is_none() {
-            return;
+        // Most calls (one per send) find no batch: keep that test inlined
+        // at the call sites and the work out of line.
+        if self.pending.is_some() {
+            self.seal_pending();
         }
+    }
+
+    fn seal_pending(&mut self) {
         let Some(pending) = self.pending.take() else {
             return;
         };
@@ -469,6 +479,15 @@ impl<S> Core<S> {
             conn.outbox.push_urgent(&mut self.pool, frame, false);
             self.mark_dirty(key);
         }
+    }
+}
+
+/// Puts connection `key` on the list flushed at the end of the turn, once.
+#[inline]
+fn queue_flush<S>(conn: &mut Connection<S>, key: usize, dirty: &mut Vec<usize>) {
+    if !conn.dirty {
+        conn.dirty = true;
+        dirty.push(key);
     }
 }
 

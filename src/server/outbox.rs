@@ -167,17 +167,14 @@ impl Outbox {
         len_hint: usize,
         encode: impl FnOnce(&mut Vec<u8>),
     ) {
-        let fresh = match self.lanes.as_deref().and_then(|l| l.data.back()) {
+        let data = &mut self.lanes.get_or_insert_with(|| pool.take_lanes()).data;
+        let coalesce = matches!(
+            data.back(),
             Some(Chunk::Owned(buf))
-                if len_hint <= COALESCE_FRAME && buf.len() + len_hint <= COALESCE_LIMIT =>
-            {
-                None
-            }
-            _ => Some(pool.take(len_hint)),
-        };
-        let data = &mut self.lanes(pool).data;
-        if let Some(buf) = fresh {
-            data.push_back(Chunk::Owned(buf));
+                if len_hint <= COALESCE_FRAME && buf.len() + len_hint <= COALESCE_LIMIT
+        );
+        if !coalesce {
+            data.push_back(Chunk::Owned(pool.take(len_hint)));
         }
         let Some(Chunk::Owned(buf)) = data.back_mut() else {
             unreachable!("the back chunk is owned");
