@@ -3,7 +3,7 @@
 //! A WebSocket server (RFC 6455) that runs in one single-threaded mio event
 //! loop: connection state machines in a slab, frames parsed from a
 //! loop-wide read buffer, corked writes, encode-once broadcast, and
-//! heartbeats and timeouts on one deadline heap.
+//! heartbeats and timeouts in one set of deadline buckets.
 //!
 //! The crate has three layers:
 //! - [`protocol`]: a sans-IO RFC 6455 core (handshake, frames, messages,
