@@ -256,7 +256,7 @@ impl Decoder {
         header: FrameHeader,
         used: usize,
     ) -> Result<Decoded<'a>, ProtocolError> {
-        self.check_frame_size(&header)?;
+        self.check_frame_header(&header)?;
         if !header.opcode.is_control() && header.payload_len > self.limits.max_message_size as u64 {
             return Err(message_too_big());
         }
@@ -269,8 +269,9 @@ impl Decoder {
         })
     }
 
-    /// The checks every frame header gets before its payload is used.
-    fn check_frame_size(&self, header: &FrameHeader) -> Result<(), ProtocolError> {
+    /// The checks every frame header gets before its payload is used: the
+    /// client must mask, and the frame must fit the frame size limit.
+    fn check_frame_header(&self, header: &FrameHeader) -> Result<(), ProtocolError> {
         if header.mask.is_none() {
             return Err(ProtocolError::new(
                 CloseCode::PROTOCOL_ERROR,
@@ -309,7 +310,7 @@ impl Decoder {
     }
 
     fn start_frame(&mut self, header: FrameHeader) -> Result<(), ProtocolError> {
-        self.check_frame_size(&header)?;
+        self.check_frame_header(&header)?;
         let len = header.payload_len as usize;
         match header.opcode {
             OpCode::Close | OpCode::Ping | OpCode::Pong => self.control.clear(),
