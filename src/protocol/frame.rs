@@ -260,16 +260,14 @@ pub fn encoded_len(len: usize) -> usize {
 /// ```
 pub fn apply_mask(data: &mut [u8], key: [u8; 4], offset: usize) {
     let key = rotate_key(key, offset);
-    let k = u32::from_ne_bytes(key);
-    // The key repeated over 16 bytes: a 16-byte chunk is one SSE XOR, and
-    // a 16-byte stride keeps the key's phase, so no rotation is needed
-    // between chunks or before the tail.
-    let wide_key = u128::from(k) * 0x0000_0001_0000_0001_0000_0001_0000_0001;
-    let mut chunks = data.chunks_exact_mut(16);
+    let word_key = u64::from_ne_bytes([
+        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
+    ]);
+    let mut chunks = data.chunks_exact_mut(8);
     for chunk in &mut chunks {
-        let mut word = [0u8; 16];
+        let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
-        let masked = u128::from_ne_bytes(word) ^ wide_key;
+        let masked = u64::from_ne_bytes(word) ^ word_key;
         chunk.copy_from_slice(&masked.to_ne_bytes());
     }
     for (i, byte) in chunks.into_remainder().iter_mut().enumerate() {
