@@ -107,44 +107,29 @@ fn a_client_that_answers_pings_stays_open() {
 fn pings_keep_their_interval_when_the_pong_timeout_is_longer() {
     // The pong-timeout deadline (5 s) must not hold back the next ping
     // (due 200 ms after the pong).
-    let (server, events) = start(Config {
+    let config = Config {
         pong_timeout: Duration::from_secs(5),
         ..heartbeat_config()
-    });
+    };
+    let (server, events) = start(config);
     let mut raw = RawWs::connect(server.addr, "/");
     opened(&events);
-    raw.stream
-        .set_read_timeout(Some(Duration::from_millis(20)))
-        .unwrap();
-    let start = Instant::now();
-    let mut pings = 0;
-    while start.elapsed() < Duration::from_millis(1500) {
-        match raw.try_read_frame() {
-            Ok(frame) if frame.opcode == 0x9 => {
-                pings += 1;
-                raw.send_frame(0xA, &frame.payload);
-            }
-            Ok(frame) => panic!("unexpected frame {frame:?}"),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(e) => panic!("connection failed: {e}"),
-        }
-    }
+    let pings = answer_pings(&mut raw, Duration::from_millis(1500), Duration::ZERO)
+        .unwrap_or_else(|lasted| panic!("dropped after {lasted:?}"));
     // About one ping per 200 ms + 32 ms grid: 6 in 1.5 s.
     assert!(pings >= 4, "only {pings} pings in 1.5 s");
 }
 
-/// A raw client that answers every ping with a pong after `delay`,
-/// for 1.2 s; returns how long the connection lasted if it was dropped.
-fn answer_pings_for(delay: Duration) -> Option<Duration> {
-    let (server, events) = start(heartbeat_config());
-    let mut raw = RawWs::connect(server.addr, "/");
-    opened(&events);
+/// Answers every ping on `raw` with a pong after `delay`, for `during`.
+/// Returns the pings answered, or how long the connection lasted if the
+/// server dropped it.
+fn answer_pings(raw: &mut RawWs, during: Duration, delay: Duration) -> Result<usize, Duration> {
     raw.stream
         .set_read_timeout(Some(Duration::from_millis(20)))
         .unwrap();
     let start = Instant::now();
     let mut pings = 0;
-    while start.elapsed() < Duration::from_millis(1200) {
+    while start.elapsed() < during {
         match raw.try_read_frame() {
             Ok(frame) if frame.opcode == 0x9 => {
                 pings += 1;
@@ -153,11 +138,24 @@ fn answer_pings_for(delay: Duration) -> Option<Duration> {
             }
             Ok(frame) => panic!("unexpected frame {frame:?}"),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(_) => return Some(start.elapsed()),
+            Err(_) => return Err(start.elapsed()),
         }
     }
-    assert!(pings >= 3, "only {pings} pings");
     raw.stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    Ok(pings)
+}
+
+/// A raw client that answers every ping with a pong after `delay`,
+/// for 1.2 s; returns how long the connection lasted if it was dropped.
+fn answer_pings_for(delay: Duration) -> Option<Duration> {
+    let (server, events) = start(heartbeat_config());
+    let mut raw = RawWs::connect(server.addr, "/");
+    opened(&events);
+    let pings = match answer_pings(&mut raw, Duration::from_millis(1200), delay) {
+        Ok(pings) => pings,
+        Err(lasted) => return Some(lasted),
+    };
+    assert!(pings >= 3, "only {pings} pings");
     raw.send_text("alive");
     assert_eq!(raw.read_text(), "alive");
     None
