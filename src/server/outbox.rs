@@ -167,7 +167,7 @@ impl Outbox {
         len_hint: usize,
         encode: impl FnOnce(&mut Vec<u8>),
     ) {
-        let data = &mut self.lanes.get_or_insert_with(|| pool.take_lanes()).data;
+        let data = &mut self.lanes(pool).data;
         let coalesce = matches!(
             data.back(),
             Some(Chunk::Owned(buf))
@@ -272,12 +272,18 @@ impl Lanes {
         usize::from(self.partial.is_some()) + self.pongs.len() + self.urgent.len() + self.data.len()
     }
 
-    /// One `write` of the first chunk in write order.
-    fn write_first(&self, stream: &mut impl Write) -> io::Result<usize> {
+    /// The unwritten bytes of every queued chunk, in write order: the rest
+    /// of a partly written chunk, pongs, urgent frames, then data.
+    fn chunks_in_order(&self) -> impl Iterator<Item = &[u8]> {
         let partial = self.partial.iter().map(|(c, off)| &c.bytes()[*off..]);
         let pongs = self.pongs.iter().map(Vec::as_slice);
         let rest = self.urgent.iter().chain(self.data.iter()).map(Chunk::bytes);
-        match partial.chain(pongs).chain(rest).next() {
+        partial.chain(pongs).chain(rest)
+    }
+
+    /// One `write` of the first chunk in write order.
+    fn write_first(&self, stream: &mut impl Write) -> io::Result<usize> {
+        match self.chunks_in_order().next() {
             Some(bytes) => stream.write(bytes),
             None => Ok(0),
         }
@@ -287,10 +293,7 @@ impl Lanes {
     fn write_to<const N: usize>(&self, stream: &mut impl Write) -> io::Result<usize> {
         let mut slices = [IoSlice::new(&[]); N];
         let mut count = 0;
-        let partial = self.partial.iter().map(|(c, off)| &c.bytes()[*off..]);
-        let pongs = self.pongs.iter().map(Vec::as_slice);
-        let rest = self.urgent.iter().chain(self.data.iter()).map(Chunk::bytes);
-        for bytes in partial.chain(pongs).chain(rest).take(N) {
+        for bytes in self.chunks_in_order().take(N) {
             slices[count] = IoSlice::new(bytes);
             count += 1;
         }
