@@ -18,7 +18,11 @@
 //! - feeding the stream in pieces gives exactly the events and the error
 //!   of feeding it whole;
 //! - every header `FrameHeader::decode` accepts survives an
-//!   `encode`/`decode` round trip, and `apply_mask` matches a naive XOR.
+//!   `encode`/`decode` round trip, `apply_mask` matches a naive XOR, and
+//!   `unmask_reporting_ascii` unmasks alike and reports ASCII exactly when
+//!   `is_ascii` does;
+//! - every text event is valid UTF-8 by `std::str::from_utf8` (the decoder
+//!   skips that check for payloads it saw to be ASCII while unmasking).
 #![no_main]
 
 mod largest_alloc;
@@ -28,7 +32,9 @@ use std::sync::atomic::Ordering;
 use largest_alloc::{LARGEST, TRACKING};
 use libfuzzer_sys::fuzz_target;
 use wsloop::ProtocolError;
-use wsloop::protocol::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, apply_mask};
+use wsloop::protocol::frame::{
+    FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, apply_mask, unmask_reporting_ascii,
+};
 use wsloop::protocol::message::{Decoder, DecoderLimits, Event};
 
 fn limit(selector: u8) -> usize {
@@ -57,6 +63,10 @@ enum Owned {
 fn own(event: &Event<'_>, limits: &DecoderLimits) -> Owned {
     match event {
         Event::Text(text) => {
+            assert!(
+                std::str::from_utf8(text.as_bytes()).is_ok(),
+                "a text event is not valid UTF-8"
+            );
             assert!(
                 text.len() <= limits.max_message_size,
                 "text message over the limit"
@@ -223,6 +233,11 @@ fn check_mask(data: &[u8], key: [u8; 4], offset: usize) {
     }
     apply_mask(&mut fast, key, offset);
     assert_eq!(fast, data);
+    let mut masked = data.to_vec();
+    apply_mask(&mut masked, key, 0);
+    let ascii = unmask_reporting_ascii(&mut masked, key);
+    assert_eq!(masked, data, "unmask_reporting_ascii unmasks differently");
+    assert_eq!(ascii, data.is_ascii(), "unmask_reporting_ascii misreports ASCII");
 }
 
 fuzz_target!(|data: &[u8]| {

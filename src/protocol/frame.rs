@@ -215,6 +215,7 @@ impl FrameHeader {
 /// encode_frame(&mut out, OpCode::Text, b"hi");
 /// assert_eq!(out, [0x81, 2, b'h', b'i']);
 /// ```
+#[inline(always)]
 pub fn encode_frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
     // Written out rather than through `FrameHeader::encode`: this runs for
     // every message sent, and a server frame's header is only FIN, the
@@ -260,19 +261,60 @@ pub fn encoded_len(len: usize) -> usize {
 /// ```
 pub fn apply_mask(data: &mut [u8], key: [u8; 4], offset: usize) {
     let key = rotate_key(key, offset);
-    let word_key = u64::from_ne_bytes([
-        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
-    ]);
-    let mut chunks = data.chunks_exact_mut(8);
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let masked = u64::from_ne_bytes(word) ^ word_key;
-        chunk.copy_from_slice(&masked.to_ne_bytes());
+    let word_key = repeat_key(key);
+    let (words, tail) = data.as_chunks_mut::<8>();
+    for word in words {
+        *word = (u64::from_ne_bytes(*word) ^ word_key).to_ne_bytes();
     }
-    for (i, byte) in chunks.into_remainder().iter_mut().enumerate() {
+    for (i, byte) in tail.iter_mut().enumerate() {
         *byte ^= key[i & 3];
     }
+}
+
+/// Unmasks a whole payload (key offset 0) like [`apply_mask`], and reports
+/// whether every unmasked byte is ASCII.
+///
+/// The check rides along with the unmasking, one OR per word, so a text
+/// message that is all ASCII (most JSON is) needs no separate UTF-8 pass:
+/// ASCII is valid UTF-8.
+///
+/// ```
+/// use wsloop::protocol::frame::{apply_mask, unmask_reporting_ascii};
+/// let key = [0x37, 0xfa, 0x21, 0x3d];
+/// let mut ascii = *b"Hello";
+/// apply_mask(&mut ascii, key, 0);
+/// assert!(unmask_reporting_ascii(&mut ascii, key));
+/// assert_eq!(&ascii, b"Hello");
+/// let mut euro = "€".as_bytes().to_vec();
+/// apply_mask(&mut euro, key, 0);
+/// assert!(!unmask_reporting_ascii(&mut euro, key));
+/// assert_eq!(euro, "€".as_bytes());
+/// ```
+pub fn unmask_reporting_ascii(data: &mut [u8], key: [u8; 4]) -> bool {
+    const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+    let word_key = repeat_key(key);
+    let mut seen = 0u64;
+    let (words, tail) = data.as_chunks_mut::<8>();
+    for word in words {
+        let plain = u64::from_ne_bytes(*word) ^ word_key;
+        seen |= plain;
+        *word = plain.to_ne_bytes();
+    }
+    let mut tail_seen = 0u8;
+    for (i, byte) in tail.iter_mut().enumerate() {
+        *byte ^= key[i & 3];
+        tail_seen |= *byte;
+    }
+    seen & HIGH_BITS == 0 && tail_seen & 0x80 == 0
+}
+
+/// The key twice over, as a native-endian word: XORing a word of payload
+/// with it masks those eight bytes. (Built from one `u32` rather than byte
+/// by byte, which compiled to some twenty shifts and ORs per call.)
+#[inline]
+fn repeat_key(key: [u8; 4]) -> u64 {
+    let half = u64::from(u32::from_ne_bytes(key));
+    half | (half << 32)
 }
 
 fn rotate_key(key: [u8; 4], offset: usize) -> [u8; 4] {
@@ -322,6 +364,29 @@ mod tests {
                 apply_mask(&mut fast, key, offset);
                 naive_mask(&mut slow, key, offset);
                 assert_eq!(fast, slow, "len {len} offset {offset}");
+            }
+        }
+    }
+
+    #[test]
+    fn ascii_report_matches_unmasking_then_checking() {
+        let key = [0xde, 0xad, 0xbe, 0xef];
+        for len in 0..70 {
+            // Plain ASCII, then one byte at a time with its high bit set
+            // (every position within and outside the word loop).
+            let ascii: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            let mut samples = vec![ascii.clone()];
+            for at in 0..len {
+                let mut high = ascii.clone();
+                high[at] |= 0x80;
+                samples.push(high);
+            }
+            for plain in samples {
+                let mut masked = plain.clone();
+                apply_mask(&mut masked, key, 0);
+                let reported = unmask_reporting_ascii(&mut masked, key);
+                assert_eq!(masked, plain, "len {len}");
+                assert_eq!(reported, plain.is_ascii(), "{plain:02x?}");
             }
         }
     }

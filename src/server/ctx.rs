@@ -217,6 +217,7 @@ impl<'a, S> ConnCtx<'a, S> {
     /// Sends a message to this connection. Replies are never dropped by the
     /// outbound cap; instead reads from a connection that does not read its
     /// replies pause until its queue drains.
+    #[inline]
     pub fn send(&mut self, msg: Message<'_>) -> SendStatus {
         if !self.ctx.core.conns[self.key].is_open() {
             return SendStatus::Closed;

@@ -324,6 +324,7 @@ impl<H: Handler> Engine<H> {
         }
     }
 
+    #[inline]
     fn deliver(&mut self, key: usize, msg: Message<'_>) {
         let core = &mut self.core;
         core.metrics.messages_in += 1;
