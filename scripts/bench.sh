@@ -21,7 +21,10 @@
 #                     default on when taskset exists and there are 2+ CPUs)
 #
 # Each cell starts a fresh server (wsloop, then the raw loop), runs wsbench
-# against it, and stops it by its PID. Everything listens on and connects to
+# against it, and stops it by its PID. The one-connection latency cell is
+# the exception: both servers run side by side and examples/latency_pair.rs
+# alternates single round trips between them, so that the drift of a shared
+# machine's wake-up latency hits both alike. Everything listens on and connects to
 # 127.0.0.1 only, and every run is bounded by wsbench's --duration / --hold.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,9 +45,11 @@ WSLOOP="$TARGET/release/wsloop"
 WSBENCH="$TARGET/release/examples/wsbench"
 RAW_ECHO="$TARGET/release/examples/raw_echo"
 RAW_FANOUT="$TARGET/release/examples/raw_fanout"
+LATENCY_PAIR="$TARGET/release/examples/latency_pair"
 
 echo "bench: building (release)"
-cargo build --release --quiet --bin wsloop --example wsbench --example raw_echo --example raw_fanout
+cargo build --release --quiet --bin wsloop --example wsbench --example raw_echo --example raw_fanout \
+  --example latency_pair
 
 # The descriptor limit: the server of the idle cell needs 19,000 sockets.
 ulimit -n 20000 2>/dev/null || true
@@ -63,13 +68,15 @@ if [ "$MODE" = full ] && [ "${BENCH_PIN:-1}" = 1 ] && command -v taskset >/dev/n
 fi
 
 WORK="$(mktemp -d)"
+# The running servers' PIDs (two during a paired run).
 SERVER_PID=""
 stop_server() {
-  if [ -n "$SERVER_PID" ]; then
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=""
-  fi
+  local pid
+  for pid in $SERVER_PID; do
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  SERVER_PID=""
 }
 cleanup() {
   stop_server
@@ -78,18 +85,20 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# start_server PORT CMD...: starts a server pinned to CPU 0, waits for its port.
+# start_server PORT CMD...: starts a server pinned to CPU 0, waits for its
+# port. Its PID is added to SERVER_PID and left in STARTED_PID.
 start_server() {
   local port="$1"
   shift
   "${PIN_SERVER[@]}" "$@" >>"$WORK/server.log" 2>&1 &
-  SERVER_PID=$!
+  STARTED_PID=$!
+  SERVER_PID="${SERVER_PID:+$SERVER_PID }$STARTED_PID"
   for _ in $(seq 100); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
       sleep 0.1
       return 0
     fi
-    kill -0 "$SERVER_PID" 2>/dev/null || break
+    kill -0 "$STARTED_PID" 2>/dev/null || break
     sleep 0.05
   done
   echo "bench: server did not start: $*" >&2
@@ -129,7 +138,7 @@ run() {
   esac
   echo "bench: [$cell] $side: wsbench ${raw[*]} $*" >&2
   local out status=0
-  out="$("${PIN_CLIENT[@]}" "$WSBENCH" --addr "127.0.0.1:$port" --server-pid "$SERVER_PID" \
+  out="$("${PIN_CLIENT[@]}" "$WSBENCH" --addr "127.0.0.1:$port" --server-pid "$STARTED_PID" \
     --label "$cell/$side" --quiet "${raw[@]}" "$@")" || status=$?
   stop_server
   printf '%s\n' "$out" | grep -v '^RESULT ' | sed 's/^/    /' >&2
@@ -153,6 +162,39 @@ pair() {
   done
 }
 
+# paired CELL SECS: wsloop and the raw loop side by side, one 64-byte round
+# trip to each in turn (examples/latency_pair.rs). Each round is one paired
+# run; the report shows its p50 and its p99 as two rows.
+paired() {
+  local cell="$1" secs="$2" rounds=1 round
+  [ "$MODE" = full ] && rounds="$REPS"
+  for round in $(seq "$rounds"); do
+    local ws_port=$((PORT + RUNS)) raw_port=$((PORT + RUNS + 1)) ws_pid raw_pid
+    RUNS=$((RUNS + 2))
+    start_server "$ws_port" "$WSLOOP" --listen "127.0.0.1:$ws_port" --mode echo --ping-interval 0
+    ws_pid="$STARTED_PID"
+    start_server "$raw_port" "$RAW_ECHO" --listen "127.0.0.1:$raw_port"
+    raw_pid="$STARTED_PID"
+    echo "bench: [$cell] round $round: latency_pair, both servers side by side" >&2
+    local out status=0
+    out="$("${PIN_CLIENT[@]}" "$LATENCY_PAIR" --ws "127.0.0.1:$ws_port" --raw "127.0.0.1:$raw_port" \
+      --ws-pid "$ws_pid" --raw-pid "$raw_pid" --label "$cell" --duration "$secs")" || status=$?
+    stop_server
+    printf '%s\n' "$out" | grep -v '^RESULT ' | sed 's/^/    /' >&2
+    local side result
+    for side in wsloop raw; do
+      result="$(printf '%s\n' "$out" | grep "^RESULT $side " | tail -1 | cut -d' ' -f3-)"
+      if [ "$status" -ne 0 ] || [ -z "$result" ]; then
+        echo "bench: [$cell] $side FAILED (exit $status)" >&2
+        FAILED=1
+      fi
+      printf '%s\t%s\t%s\n' "$cell: p50" "$side" "${result:-{\}}" >>"$WORK/results.tsv"
+      printf '%s\t%s\t%s\n' "$cell: p99" "$side" "${result:+{\"headline\":\"p99\",${result#\{}}" \
+        >>"$WORK/results.tsv"
+    done
+  done
+}
+
 : >"$WORK/results.tsv"
 if [ "$MODE" = smoke ]; then
   pair "smoke echo" echo raw_echo --mode echo --conns 4 --inflight 4 --size 64 --duration 1
@@ -160,19 +202,19 @@ if [ "$MODE" = smoke ]; then
   pair "smoke connect" echo raw_echo --mode connect --conns 200 --sources 2 --duration 5 --hold 0.5
   run "smoke pings" wsloop echo 0.2 --mode connect --conns 20 --duration 5 --hold 1
   run "smoke pings" raw raw_echo 0.2 --mode connect --conns 20 --duration 5 --hold 1
+  paired "smoke paired latency" 1
   if [ "$FAILED" -ne 0 ]; then
     echo "bench-smoke: FAILED" >&2
     exit 1
   fi
-  echo "bench-smoke: ok ($(wc -l <"$WORK/results.tsv") runs)"
+  echo "bench-smoke: ok ($(wc -l <"$WORK/results.tsv") results)"
   exit 0
 fi
 
 START=$(date +%s)
 pair "echo 64 B, 100 conns x 16" echo raw_echo \
   --mode echo --conns 100 --inflight 16 --size 64 --duration "$SECS"
-pair "echo 64 B, 1 conn x 1" echo raw_echo \
-  --mode echo --conns 1 --inflight 1 --size 64 --duration "$SECS"
+paired "echo 64 B, 1 conn x 1, paired" "$SECS"
 pair "echo 16 KiB, 10 conns x 4" echo raw_echo \
   --mode echo --conns 10 --inflight 4 --size 16384 --kind binary --duration "$SECS"
 pair "broadcast 64 B to 1,000" broadcast raw_fanout \
@@ -241,6 +283,8 @@ def fmt(v, unit=""):
 def metric(r):
     """(name, value, higher_is_better) of a cell's headline figure."""
     mode = r.get("mode")
+    if r.get("headline") == "p99":
+        return "p99 round trip (µs)", r.get("lat_p99_us"), False
     if mode == "echo" and r.get("conns") == 1:
         return "p50 round trip (µs)", r.get("lat_p50_us"), False
     if mode == "echo":
@@ -347,6 +391,10 @@ lines += [
     "",
     "Values are medians over the rounds; a ratio is the median of the per-round ratios",
     "(wsloop's round i against the raw loop's round i, run back to back), with their range.",
+    "The paired latency cell runs both servers at once: examples/latency_pair.rs sends one",
+    "round trip to each in turn on one client, so each round's ratio compares samples",
+    "taken under the same conditions (its server CPU is per round trip, and its",
+    "\"wsbench CPU\" is not measured).",
     "Ratios: above 1 is better for wsloop on rates, below 1 is better on latency, memory",
     "and CPU. \"server CPU ns/msg\" is the server's CPU time (all threads, from",
     "/proc/PID/task/*/schedstat) over the measured window divided by the round trips or",
