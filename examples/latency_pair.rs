@@ -237,7 +237,7 @@ fn run(o: &Options) -> io::Result<()> {
         payload[..8].copy_from_slice(format!("{:08}", round % 100_000_000).as_bytes());
         let frame = masked_frame(&payload);
         // Alternate who goes first, so neither always follows the other.
-        let order: [&mut Peer; 2] = if round % 2 == 0 {
+        let order: [&mut Peer; 2] = if round.is_multiple_of(2) {
             [&mut ws, &mut raw]
         } else {
             [&mut raw, &mut ws]
