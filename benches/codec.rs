@@ -164,29 +164,33 @@ fn utf8(c: &mut Criterion) {
     group.finish();
 }
 
-/// `decoder`: a masked text frame through the message decoder, whole and split.
+/// `decoder`: a masked text frame through the message decoder, whole and
+/// split; whole also with an all-ASCII payload (which skips the UTF-8 pass).
 fn decoder(c: &mut Criterion) {
     let mut group = c.benchmark_group("decoder");
     for (size, name) in SIZES {
         let frame = masked_frame(OpCode::Text, &multibyte_text(size));
+        let ascii_frame = masked_frame(OpCode::Text, &ascii_text(size));
         let batch = if size > 4096 {
             BatchSize::LargeInput
         } else {
             BatchSize::SmallInput
         };
         group.throughput(Throughput::Bytes(size as u64));
-        group.bench_function(BenchmarkId::new("text_whole", name), |b| {
-            let mut decoder = Decoder::default();
-            b.iter_batched_ref(
-                || frame.clone(),
-                |input| {
-                    let decoded = decoder.decode(input).expect("valid frame");
-                    assert!(matches!(decoded.event, Some(Event::Text(_))));
-                    decoded.consumed
-                },
-                batch,
-            )
-        });
+        for (id, frame) in [("text_whole", &frame), ("ascii_text_whole", &ascii_frame)] {
+            group.bench_function(BenchmarkId::new(id, name), |b| {
+                let mut decoder = Decoder::default();
+                b.iter_batched_ref(
+                    || frame.clone(),
+                    |input| {
+                        let decoded = decoder.decode(input).expect("valid frame");
+                        assert!(matches!(decoded.event, Some(Event::Text(_))));
+                        decoded.consumed
+                    },
+                    batch,
+                )
+            });
+        }
         group.bench_function(BenchmarkId::new("text_split_in_two", name), |b| {
             let mut decoder = Decoder::default();
             let cut = frame.len() / 2;
