@@ -5,7 +5,7 @@ CARGO ?= cargo
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
 
-.PHONY: run test lint unit autobahn e2e bench bench-smoke bench-codec fuzz fuzz-smoke clean
+.PHONY: run test lint unit autobahn e2e bench bench-smoke bench-peers bench-codec fuzz fuzz-smoke clean
 
 run:
 	$(CARGO) run --release
@@ -43,6 +43,11 @@ bench:
 bench-smoke:
 	bash scripts/bench.sh --smoke
 
+# wsloop beside Bun (uWebSockets inside) and Node's ws, installed from npm
+# into benches/peers; writes docs/peers-latest.md.
+bench-peers:
+	bash scripts/bench.sh --peers
+
 bench-codec:
 	$(CARGO) bench --bench codec
 
@@ -57,4 +62,4 @@ fuzz-smoke:
 
 clean:
 	$(CARGO) clean
-	rm -rf $(VENV) reports artifacts tests/e2e/node_modules fuzz/target fuzz/corpus-run fuzz/artifacts fuzz/logs
+	rm -rf $(VENV) reports artifacts tests/e2e/node_modules benches/peers/node_modules fuzz/target fuzz/corpus-run fuzz/artifacts fuzz/logs

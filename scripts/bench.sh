@@ -5,6 +5,11 @@
 #                               five minutes); writes docs/bench-latest.md
 #   scripts/bench.sh --smoke    each wsbench mode for about a second against
 #                               wsloop (and the raw loops), for CI; writes nothing
+#   scripts/bench.sh --peers    wsloop beside other WebSocket servers (Bun, whose
+#                               server is built on uWebSockets, and Node's `ws`)
+#                               and the raw loops, same cells and client; installs
+#                               them from npm into benches/peers/node_modules;
+#                               writes docs/peers-latest.md
 #
 # Environment:
 #   BENCH_SECS=3      measured seconds per cell (full matrix)
@@ -32,14 +37,16 @@ cd "$(dirname "$0")/.."
 MODE=full
 case "${1:-}" in
   --smoke) MODE=smoke ;;
+  --peers) MODE=peers ;;
   "") ;;
-  *) echo "usage: scripts/bench.sh [--smoke]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh [--smoke | --peers]" >&2; exit 2 ;;
 esac
 
 SECS="${BENCH_SECS:-3}"
 REPS="${BENCH_REPS:-3}"
 PORT="${BENCH_PORT:-21100}"
 OUT="${BENCH_OUT:-docs/bench-latest.md}"
+[ "$MODE" = peers ] && OUT="${BENCH_OUT:-docs/peers-latest.md}"
 TARGET="${CARGO_TARGET_DIR:-target}"
 WSLOOP="$TARGET/release/wsloop"
 WSBENCH="$TARGET/release/examples/wsbench"
@@ -62,7 +69,7 @@ fi
 
 PIN_SERVER=()
 PIN_CLIENT=()
-if [ "$MODE" = full ] && [ "${BENCH_PIN:-1}" = 1 ] && command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+if [ "$MODE" != smoke ] && [ "${BENCH_PIN:-1}" = 1 ] && command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
   PIN_SERVER=(taskset -c 0)
   PIN_CLIENT=(taskset -c 1)
 fi
@@ -123,6 +130,12 @@ run() {
       start_server "$port" "$WSLOOP" --listen "127.0.0.1:$port" --mode "$kind" \
         --ping-interval "$ping" --max-connections 100000
       ;;
+    bun_echo | bun_broadcast)
+      start_server "$port" "$BUN" benches/peers/bun_server.js "$port" "${kind#bun_}"
+      ;;
+    node_echo | node_broadcast)
+      start_server "$port" node benches/peers/node_ws_server.js "$port" "${kind#node_}"
+      ;;
     raw_echo | raw_fanout)
       raw=(--raw)
       if [ "$kind" = raw_echo ] && [ "$ping" != 0 ]; then
@@ -158,6 +171,20 @@ pair() {
   [ "$MODE" = full ] && rounds="$REPS"
   for round in $(seq "$rounds"); do
     run "$cell" wsloop "$ws" 0 "$@"
+    run "$cell" raw "$rawkind" 0 "$@"
+  done
+}
+
+# peers CELL echo|broadcast ARGS...: wsloop, Bun, Node's ws and the raw loop
+# in turn, BENCH_REPS rounds.
+peers() {
+  local cell="$1" what="$2" round rawkind=raw_echo
+  shift 2
+  [ "$what" = broadcast ] && rawkind=raw_fanout
+  for round in $(seq "$REPS"); do
+    run "$cell" wsloop "$what" 0 "$@"
+    run "$cell" bun "bun_$what" 0 "$@"
+    run "$cell" node-ws "node_$what" 0 "$@"
     run "$cell" raw "$rawkind" 0 "$@"
   done
 }
@@ -208,6 +235,31 @@ if [ "$MODE" = smoke ]; then
     exit 1
   fi
   echo "bench-smoke: ok ($(wc -l <"$WORK/results.tsv") results)"
+  exit 0
+fi
+
+if [ "$MODE" = peers ]; then
+  BUN=benches/peers/node_modules/.bin/bun
+  if [ ! -x "$BUN" ] || [ ! -d benches/peers/node_modules/ws ]; then
+    echo "bench: installing the peer servers (npm: bun, ws) into benches/peers"
+    npm install --prefix benches/peers --no-audit --no-fund --loglevel=error
+  fi
+  echo "bench: peers: bun $("$BUN" --version), node $(node --version)"
+  START=$(date +%s)
+  peers "echo 64 B, 100 conns x 16" echo --mode echo --conns 100 --inflight 16 --size 64 \
+    --duration "$SECS"
+  peers "echo 16 KiB, 10 conns x 4" echo --mode echo --conns 10 --inflight 4 --size 16384 \
+    --kind binary --duration "$SECS"
+  peers "broadcast 64 B to 1,000" broadcast --mode broadcast --conns 1000 --size 64 --window 64 \
+    --duration "$SECS"
+  peers "10,000 idle conns" echo --mode connect --conns 10000 --sources 2 --duration 30 --hold 1
+  ELAPSED=$(($(date +%s) - START))
+  python3 scripts/peers_report.py "$WORK/results.tsv" "$OUT" "$(date -u '+%Y-%m-%d %H:%M UTC')" \
+    "$(nproc)" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" \
+    "$(git rev-parse --short HEAD 2>/dev/null || echo 'no commit')" "$SECS" "$REPS" "$ELAPSED" \
+    "bun $("$BUN" --version), node $(node --version) with ws $(node -p 'require("./benches/peers/node_modules/ws/package.json").version')"
+  echo "bench: wrote $OUT"
+  [ "$FAILED" -eq 0 ] || { echo "bench: some runs FAILED (see above)" >&2; exit 1; }
   exit 0
 fi
 
@@ -406,6 +458,9 @@ lines += [
     "",
 ]
 for cell in order:
+    if cell.endswith(": p99") and cell[:-5] + ": p50" in rows:
+        lines.append(f"- **{cell}**: the runs of the p50 row above")
+        continue
     lines.append(f"- **{cell}**")
     for side in ("wsloop", "raw"):
         for i, r in enumerate(rows[cell].get(side, []), 1):
