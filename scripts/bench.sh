@@ -136,6 +136,9 @@ run() {
     node_echo | node_broadcast)
       start_server "$port" node benches/peers/node_ws_server.js "$port" "${kind#node_}"
       ;;
+    fastwebsockets_echo)
+      start_server "$port" "$FASTWEBSOCKETS" "$port"
+      ;;
     raw_echo | raw_fanout)
       raw=(--raw)
       if [ "$kind" = raw_echo ] && [ "$ping" != 0 ]; then
@@ -175,8 +178,8 @@ pair() {
   done
 }
 
-# peers CELL echo|broadcast ARGS...: wsloop, Bun, Node's ws and the raw loop
-# in turn, BENCH_REPS rounds.
+# peers CELL echo|broadcast ARGS...: wsloop, Bun, Node's ws, fastwebsockets
+# (echo only: it has no fan-out) and the raw loop in turn, BENCH_REPS rounds.
 peers() {
   local cell="$1" what="$2" round rawkind=raw_echo
   shift 2
@@ -185,6 +188,9 @@ peers() {
     run "$cell" wsloop "$what" 0 "$@"
     run "$cell" bun "bun_$what" 0 "$@"
     run "$cell" node-ws "node_$what" 0 "$@"
+    if [ "$what" = echo ]; then
+      run "$cell" fastwebsockets fastwebsockets_echo 0 "$@"
+    fi
     run "$cell" raw "$rawkind" 0 "$@"
   done
 }
@@ -244,6 +250,10 @@ if [ "$MODE" = peers ]; then
     echo "bench: installing the peer servers (npm: bun, ws) into benches/peers"
     npm install --prefix benches/peers --no-audit --no-fund --loglevel=error
   fi
+  FASTWEBSOCKETS="$TARGET/peers/release/fastwebsockets-peer"
+  echo "bench: building the fastwebsockets peer (benches/peers/fastwebsockets)"
+  CARGO_TARGET_DIR="$TARGET/peers" cargo build --release --quiet \
+    --manifest-path benches/peers/fastwebsockets/Cargo.toml
   echo "bench: peers: bun $("$BUN" --version), node $(node --version)"
   START=$(date +%s)
   peers "echo 64 B, 100 conns x 16" echo --mode echo --conns 100 --inflight 16 --size 64 \
@@ -257,7 +267,7 @@ if [ "$MODE" = peers ]; then
   python3 scripts/peers_report.py "$WORK/results.tsv" "$OUT" "$(date -u '+%Y-%m-%d %H:%M UTC')" \
     "$(nproc)" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" \
     "$(git rev-parse --short HEAD 2>/dev/null || echo 'no commit')" "$SECS" "$REPS" "$ELAPSED" \
-    "bun $("$BUN" --version), node $(node --version) with ws $(node -p 'require("./benches/peers/node_modules/ws/package.json").version')"
+    "bun $("$BUN" --version), node $(node --version) with ws $(node -p 'require("./benches/peers/node_modules/ws/package.json").version'), fastwebsockets $(sed -n 's/^fastwebsockets = "\(.*\)"/\1/p' benches/peers/fastwebsockets/Cargo.toml) on a current-thread tokio runtime"
   echo "bench: wrote $OUT"
   [ "$FAILED" -eq 0 ] || { echo "bench: some runs FAILED (see above)" >&2; exit 1; }
   exit 0

@@ -2,7 +2,7 @@
 
 Usage: peers_report.py RESULTS.tsv OUT.md DATE NPROC CPU REVISION SECS REPS ELAPSED VERSIONS
 
-RESULTS.tsv has one line per run: cell, side (wsloop | bun | node-ws | raw)
+RESULTS.tsv has one line per run: cell, side (one of SIDES)
 and wsbench's RESULT JSON. Every figure is a median over the rounds; a ratio
 is the median of the per-round ratios (each side's round i against the
 other's round i, run minutes apart at most), with their range.
@@ -11,7 +11,7 @@ other's round i, run minutes apart at most), with their range.
 import json
 import sys
 
-SIDES = ("wsloop", "bun", "node-ws", "raw")
+SIDES = ("wsloop", "bun", "node-ws", "fastwebsockets", "raw")
 
 
 def median(values):
