@@ -3,7 +3,7 @@
 //! a client that floods without reading its echoes is paused, not dropped;
 //! `on_drain` fires once a backed-up queue empties.
 
-mod support_realtime;
+mod common;
 
 use std::any::Any;
 use std::io::{ErrorKind, Read, Write};
@@ -13,7 +13,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use support_realtime::*;
+use common::*;
 use wsloop::{
     Accept, Backpressure, CloseCode, Config, ConnCtx, ConnId, Ctx, Handler, Message, Request,
     Response,
@@ -315,7 +315,7 @@ fn close_policy_closes_a_non_reader_with_1008() {
     let frames = drain_frames(&mut slow, Duration::from_millis(1000));
     let (close, data) = frames.split_last().expect("frames for the non-reader");
     assert_eq!(close.opcode, 0x8, "last frame should be a close");
-    assert_eq!(close.close_code(), Some(1008));
+    assert_eq!(close.close_code().map(|(code, _)| code), Some(1008));
     let seqs: Vec<u64> = data.iter().map(|f| seq_of(&f.payload)).collect();
     assert!(
         data.iter()
@@ -325,7 +325,7 @@ fn close_policy_closes_a_non_reader_with_1008() {
         seqs.windows(2).all(|w| w[0] + 1 == w[1]),
         "gap before close"
     );
-    slow.send_close(1008);
+    slow.send_close(1008, "");
     assert!(slow.eof_within(Duration::from_secs(2)));
     assert_eq!(fx.closed(slow_id), Some(1008));
     let (_, reader_open, _) = fx.sample(reader_id);
@@ -349,7 +349,7 @@ fn a_flooder_that_does_not_read_is_paused_not_dropped() {
     let id = fx.opened("/echo");
 
     const LEN: usize = 16 * 1024;
-    let template = client_frame(0x2, &numbered(0, LEN));
+    let template = client_frame(true, 0, 0x2, &numbered(0, LEN));
     let header = template.len() - LEN;
     let frame_for = |seq: u64| {
         let mut frame = template.clone();

@@ -30,7 +30,7 @@ fn client_close_is_echoed_then_the_connection_ends() {
 #[test]
 fn client_close_with_tungstenite() {
     let server = TestServer::start();
-    let mut ws = ws_client(server.addr, "/");
+    let mut ws = ws_connect(server.addr, "/");
     assert_echo(&mut ws, "hi");
     ws.close(Some(tungstenite::protocol::CloseFrame {
         code: tungstenite::protocol::frame::coding::CloseCode::Normal,
@@ -120,7 +120,7 @@ fn server_close_is_completed_by_the_clients_close() {
 #[test]
 fn server_close_with_tungstenite() {
     let server = TestServer::start();
-    let mut ws = ws_client(server.addr, "/");
+    let mut ws = ws_connect(server.addr, "/");
     ws.send(tungstenite::Message::text("close-me")).unwrap();
     let mut got = None;
     let deadline = Instant::now() + READ_TIMEOUT;

@@ -1,16 +1,16 @@
 //! Embedding the loop: the application's own mio sources, its timers, and
 //! driving the loop with `poll_once` from the caller's own loop.
 
-mod support_realtime;
+mod common;
 
 use std::any::Any;
 use std::io::ErrorKind;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
+use common::*;
 use mio::Interest;
 use mio::net::UdpSocket;
-use support_realtime::*;
 use wsloop::{
     Accept, CloseCode, Config, ConnCtx, ConnId, Ctx, Handler, Message, Request, Response, Server,
 };

@@ -21,7 +21,7 @@ const PONG: u8 = 0xA;
 #[test]
 fn text_echo() {
     let server = TestServer::start();
-    let mut ws = ws_client(server.addr, "/");
+    let mut ws = ws_connect(server.addr, "/");
     assert_echo(&mut ws, "hello, server");
     assert_echo(&mut ws, "and again");
     ws_close(ws);
@@ -30,7 +30,7 @@ fn text_echo() {
 #[test]
 fn binary_echo() {
     let server = TestServer::start();
-    let mut ws = ws_client(server.addr, "/");
+    let mut ws = ws_connect(server.addr, "/");
     let data: Vec<u8> = (0..=255u8).chain(0..=255u8).collect();
     ws.send(WsMessage::binary(data.clone())).unwrap();
     match ws_read(&mut ws) {
@@ -43,7 +43,7 @@ fn binary_echo() {
 #[test]
 fn empty_messages_echo() {
     let server = TestServer::start();
-    let mut ws = ws_client(server.addr, "/");
+    let mut ws = ws_connect(server.addr, "/");
     ws.send(WsMessage::text("")).unwrap();
     match ws_read(&mut ws) {
         WsMessage::Text(t) => assert_eq!(t.as_str(), ""),
@@ -60,7 +60,7 @@ fn empty_messages_echo() {
 #[test]
 fn one_mib_message_echoes_intact() {
     let server = TestServer::start();
-    let mut ws = ws_client(server.addr, "/");
+    let mut ws = ws_connect(server.addr, "/");
     let data: Vec<u8> = (0..1 << 20)
         .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
@@ -79,7 +79,7 @@ fn one_mib_message_echoes_intact() {
 #[test]
 fn unicode_text_echo() {
     let server = TestServer::start();
-    let mut ws = ws_client(server.addr, "/");
+    let mut ws = ws_connect(server.addr, "/");
     assert_echo(&mut ws, "Grüße, 世界! 🦀 ∑ ε-δ");
     ws_close(ws);
 }
@@ -443,7 +443,7 @@ fn length_with_the_top_bit_set_is_1002() {
 #[test]
 fn protocol_error_does_not_disturb_other_connections() {
     let server = TestServer::start();
-    let mut good = ws_client(server.addr, "/good");
+    let mut good = ws_connect(server.addr, "/good");
     let (good_id, _) = server.expect_opened();
     expect_failure(&server, &client_frame(true, 0b010, BINARY, b"rsv2"), 1002);
     assert_echo(&mut good, "unaffected");

@@ -12,7 +12,7 @@ use wsloop::{Accept, Config, Response};
 /// open, checks the status, that the server then closes the connection, and
 /// that the good client still echoes. Returns the response.
 fn refused(server: &TestServer, request: &[u8], status: u16) -> HttpResponse {
-    let mut good = ws_client(server.addr, "/good?token=secret");
+    let mut good = ws_connect(server.addr, "/good?token=secret");
     assert_echo(&mut good, "before");
     let (response, mut stream) = http_exchange(server.addr, request);
     assert_eq!(response.status, status, "body: {}", response.body_text());
@@ -285,7 +285,7 @@ fn application_sees_path_query_headers_origin_and_peer() {
 #[test]
 fn plain_http_routes() {
     let server = TestServer::start();
-    let mut open = ws_client(server.addr, "/live");
+    let mut open = ws_connect(server.addr, "/live");
     assert_echo(&mut open, "x");
 
     let (response, mut stream) = http_exchange(

@@ -1,13 +1,13 @@
 //! Heartbeats and timeouts: pings to silent connections, dropping those
 //! that stay silent, unsolicited pongs, stalled handshakes, idle timeouts.
 
-mod support_realtime;
+mod common;
 
 use std::io::{ErrorKind, Write};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
-use support_realtime::*;
+use common::*;
 use wsloop::{Accept, CloseCode, Config, ConnCtx, ConnId, Handler, Message, Request, Response};
 
 #[derive(Debug)]
@@ -134,7 +134,7 @@ fn answer_pings(raw: &mut RawWs, during: Duration, delay: Duration) -> Result<us
             Ok(frame) if frame.opcode == 0x9 => {
                 pings += 1;
                 std::thread::sleep(delay);
-                raw.send_frame(0xA, &frame.payload);
+                raw.send(true, 0xA, &frame.payload);
             }
             Ok(frame) => panic!("unexpected frame {frame:?}"),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
@@ -215,14 +215,14 @@ fn unsolicited_pongs_are_accepted_and_count_as_liveness() {
     let (server, events) = start(heartbeat_config());
     let mut raw = RawWs::connect(server.addr, "/");
     let id = opened(&events);
-    raw.send_frame(0xA, b"unsolicited");
+    raw.send(true, 0xA, b"unsolicited");
     raw.send_text("after a pong");
     assert_eq!(raw.read_text(), "after a pong");
     // Pongs alone, more often than the ping interval, for longer than
     // ping_interval + pong_timeout.
     let start = Instant::now();
     while start.elapsed() < Duration::from_millis(900) {
-        raw.send_frame(0xA, b"");
+        raw.send(true, 0xA, b"");
         std::thread::sleep(Duration::from_millis(50));
     }
     raw.send_text("still open");

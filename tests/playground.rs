@@ -2,14 +2,14 @@
 //! (chat rooms, broadcast, ticker, echo), `--mode echo`, the HTTP routes,
 //! SIGTERM, and command-line errors.
 
-mod support_realtime;
+mod common;
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use support_realtime::*;
+use common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_wsloop");
 
@@ -383,7 +383,11 @@ fn chat_rooms_announce_members_and_relay_to_others_only() {
 fn chat_rejects_bad_room_names() {
     let bin = Bin::start(&[]);
     let mut stream = connect(bin.addr);
-    std::io::Write::write_all(&mut stream, upgrade_request("/chat/bad!room").as_bytes()).unwrap();
+    std::io::Write::write_all(
+        &mut stream,
+        upgrade_request("/chat/bad!room", &[]).as_bytes(),
+    )
+    .unwrap();
     let (bytes, _) = read_to_end_within(&mut stream, Duration::from_secs(2));
     let text = String::from_utf8_lossy(&bytes);
     assert!(text.starts_with("HTTP/1.1 400"), "{text:?}");
@@ -458,23 +462,22 @@ fn http_routes_serve_health_metrics_and_the_demo_page() {
     let bin = Bin::start(&[]);
     let health = http_get(bin.addr, "/healthz");
     assert_eq!(health.status, 200);
-    assert_eq!(health.body.trim(), "ok");
+    assert_eq!(health.body_text().trim(), "ok");
 
     let mut ws = ws_connect(bin.addr, "/echo");
     ws_send(&mut ws, "count me");
     assert_eq!(ws_read_text(&mut ws), "count me");
     let metrics = http_get(bin.addr, "/metrics");
     assert_eq!(metrics.status, 200);
+    let metrics_text = metrics.body_text();
     for name in ["wsloop_connections_open", "wsloop_messages_received_total"] {
         assert!(
-            metrics.body.contains(name),
-            "{name} missing:\n{}",
-            metrics.body
+            metrics_text.contains(name),
+            "{name} missing:\n{metrics_text}"
         );
     }
     let value = |name: &str| -> u64 {
-        metrics
-            .body
+        metrics_text
             .lines()
             .find_map(|l| l.strip_prefix(&format!("{name} ")))
             .unwrap_or_else(|| panic!("no sample for {name}"))
@@ -489,7 +492,7 @@ fn http_routes_serve_health_metrics_and_the_demo_page() {
     assert_eq!(page.status, 200);
     let content_type = page.header("Content-Type").unwrap_or_default();
     assert!(content_type.starts_with("text/html"), "{content_type}");
-    assert!(page.body.to_ascii_lowercase().contains("<html"));
+    assert!(page.body_text().to_ascii_lowercase().contains("<html"));
 
     assert_eq!(http_get(bin.addr, "/no-such-page").status, 404);
 }

@@ -2,14 +2,14 @@
 //! (publish, subscribe, unsubscribe, membership), per-connection state,
 //! encode-once frames and corked writes.
 
-mod support_realtime;
+mod common;
 
 use std::any::Any;
 use std::io::Write;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::Duration;
 
-use support_realtime::*;
+use common::*;
 use wsloop::{
     Accept, CloseCode, Config, ConnCtx, ConnId, Ctx, Handler, Message, Request, Response,
     SendStatus,
@@ -442,7 +442,12 @@ fn a_burst_of_publishes_read_in_one_go_arrives_whole_and_in_order() {
     // 200 publishes in one write: the server reads them together.
     let mut burst = Vec::new();
     for i in 0..200 {
-        burst.extend(client_frame(0x1, format!("pubothers:feed:n{i}").as_bytes()));
+        burst.extend(client_frame(
+            true,
+            0,
+            0x1,
+            format!("pubothers:feed:n{i}").as_bytes(),
+        ));
     }
     publisher.stream.write_all(&burst).unwrap();
     for i in 0..200 {

@@ -43,7 +43,7 @@ fn beyond_max_connections_new_clients_get_503_and_the_rest_carry_on() {
         ..test_config()
     };
     let server = TestServer::with(config, None);
-    let mut clients: Vec<Client> = (0..3).map(|_| ws_client(server.addr, "/")).collect();
+    let mut clients: Vec<Client> = (0..3).map(|_| ws_connect(server.addr, "/")).collect();
     let (response, mut stream) = http_exchange(server.addr, upgrade_request("/", &[]).as_bytes());
     assert_eq!(response.status, 503);
     assert_eof(&mut stream);
@@ -85,7 +85,7 @@ fn slowloris_connections_are_timed_out_while_others_are_served() {
         stalled_frames.push(ws);
     }
     // Meanwhile a normal client is served promptly.
-    let mut good = ws_client(server.addr, "/");
+    let mut good = ws_connect(server.addr, "/");
     let started = Instant::now();
     assert_echo(&mut good, "served despite 300 stalled peers");
     assert!(started.elapsed() < Duration::from_millis(500));
@@ -107,7 +107,7 @@ fn slowloris_connections_are_timed_out_while_others_are_served() {
     assert!(eventually(Duration::from_secs(2), || open_connections(
         &server
     ) == 0));
-    let mut fresh = ws_client(server.addr, "/");
+    let mut fresh = ws_connect(server.addr, "/");
     assert_echo(&mut fresh, "still fine");
 }
 
@@ -132,7 +132,7 @@ fn a_reset_at_any_point_frees_the_slot() {
     assert!(eventually(Duration::from_secs(2), || open_connections(
         &server
     ) == 0));
-    let mut ws = ws_client(server.addr, "/");
+    let mut ws = ws_connect(server.addr, "/");
     assert_echo(&mut ws, "after resets");
 }
 
@@ -204,12 +204,12 @@ fn a_panicking_handler_closes_only_its_connection_with_1011() {
         server.run()
     });
     let (addr, handle) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
-    let mut bystander = ws_client(addr, "/");
+    let mut bystander = ws_connect(addr, "/");
     let mut victim = RawWs::connect(addr, "/");
     victim.send_text("boom");
     assert_eq!(victim.read_close().0, CloseCode::INTERNAL_ERROR.as_u16());
     assert_echo(&mut bystander, "the loop survived");
-    let mut newcomer = ws_client(addr, "/");
+    let mut newcomer = ws_connect(addr, "/");
     assert_echo(&mut newcomer, "and still accepts");
     handle.shutdown();
     let deadline = Instant::now() + Duration::from_secs(3);

@@ -1,7 +1,7 @@
 //! Graceful shutdown through `Handle::shutdown`, and the other `Handle`
 //! methods used from other threads.
 
-mod support_realtime;
+mod common;
 
 use std::any::Any;
 use std::io::{ErrorKind, Read, Write};
@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
-use support_realtime::*;
+use common::*;
 use wsloop::{
     Accept, CloseCode, Config, ConnCtx, ConnId, Ctx, Handler, Message, Request, Response,
 };
@@ -178,8 +178,8 @@ fn shutdown_delivers_messages_sent_through_the_handle_before_it() {
             expected.iter().find(|m| !got.contains(m))
         );
         assert_eq!(got, expected, "round {round}: out of order");
-        assert_eq!(close.close_code(), Some(1001));
-        raw.send_close(1001);
+        assert_eq!(close.close_code().map(|(code, _)| code), Some(1001));
+        raw.send_close(1001, "");
         assert!(raw.eof_within(Duration::from_secs(2)));
         assert!(
             server
@@ -210,7 +210,7 @@ fn handle_sends_made_while_the_loop_is_busy_survive_a_shutdown() {
         let frame = raw.read_frame();
         match frame.opcode {
             0x1 => got.push(String::from_utf8(frame.payload).unwrap()),
-            0x8 => break frame.close_code(),
+            0x8 => break frame.close_code().map(|(code, _)| code),
             other => panic!("unexpected opcode {other}"),
         }
     };
@@ -220,7 +220,7 @@ fn handle_sends_made_while_the_loop_is_busy_survive_a_shutdown() {
         "messages sent through the Handle before shutdown() were lost"
     );
     assert_eq!(code, Some(1001));
-    raw.send_close(1001);
+    raw.send_close(1001, "");
     assert!(
         server
             .join_within(CLOSE_TIMEOUT + Duration::from_millis(500))
@@ -237,7 +237,7 @@ fn run_returns_after_the_close_timeout_when_a_client_never_answers() {
     server.handle.shutdown();
     let close = raw.read_frame();
     assert_eq!(close.opcode, 0x8);
-    assert_eq!(close.close_code(), Some(1001));
+    assert_eq!(close.close_code().map(|(code, _)| code), Some(1001));
     // Never answer. The server gives up after the close timeout.
     let joined = server.join_within(CLOSE_TIMEOUT + Duration::from_millis(800));
     let took = t0.elapsed();
@@ -263,14 +263,14 @@ fn new_connections_are_refused_once_shutdown_starts() {
     // The close frame proves shutdown has begun; the client does not
     // answer, so the server keeps running (for the close timeout).
     let close = raw.read_frame();
-    assert_eq!(close.close_code(), Some(1001));
+    assert_eq!(close.close_code().map(|(code, _)| code), Some(1001));
     assert!(!server.is_finished());
     match TcpStream::connect(server.addr) {
         Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "{e}"),
         Ok(mut late) => {
             // Accepted by a backlog that is going away: no handshake.
             late.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
-            let _ = late.write_all(upgrade_request("/").as_bytes());
+            let _ = late.write_all(upgrade_request("/", &[]).as_bytes());
             let mut buf = [0u8; 64];
             match late.read(&mut buf) {
                 Ok(0) => {}
