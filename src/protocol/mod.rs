@@ -2,7 +2,7 @@
 //!
 //! Nothing in this module touches a socket, a clock or mio: it turns bytes
 //! into values and values into bytes, so it can be unit-tested, fuzzed and
-//! benchmarked on its own. The reactor in [`crate::server`] drives it.
+//! benchmarked on its own. The reactor ([`crate::Server`]) drives it.
 
 pub mod close;
 pub mod frame;
