@@ -314,6 +314,9 @@ python3 - "$WORK/results.tsv" "$OUT" "$(date -u '+%Y-%m-%d %H:%M UTC')" "$(nproc
 import json
 import sys
 
+sys.path.insert(0, "scripts")
+from bench_stats import fmt, median, per_round_ratios, summary  # noqa: E402
+
 tsv, out, date, nproc, cpu, kernel, rev, pinned, secs, elapsed, load = sys.argv[1:]
 # rows[cell][side] is the list of that side's results, one per round.
 rows = {}
@@ -324,22 +327,6 @@ for line in open(tsv):
         rows[cell] = {}
         order.append(cell)
     rows[cell].setdefault(side, []).append(json.loads(result))
-
-
-def median(values):
-    values = sorted(v for v in values if v is not None)
-    if not values:
-        return None
-    mid = len(values) // 2
-    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
-
-
-def fmt(v, unit=""):
-    if v is None:
-        return "–"
-    if abs(v) >= 100:
-        return f"{v:,.0f}{unit}"
-    return f"{v:.1f}{unit}"
 
 
 def metric(r):
@@ -408,29 +395,9 @@ def ns_per_ping(r):
     return cpu / 100 * hold / pings * 1e9
 
 
-def ratio(a, b):
-    return f"{a / b:.2f}" if a is not None and b else "–"
-
-
 def ratios(cell, value):
     """The per-round ratios wsloop / raw of `value` (round i against round i)."""
-    ws, raw = rows[cell].get("wsloop", []), rows[cell].get("raw", [])
-    out = []
-    for w, r in zip(ws, raw):
-        a, b = value(w), value(r)
-        if a is not None and b:
-            out.append(a / b)
-    return out
-
-
-def summary(values):
-    """The median ratio, and the rounds' range when there are several."""
-    if not values:
-        return "–"
-    text = f"{median(values):.2f}"
-    if len(values) > 1:
-        text += f" ({min(values):.2f}–{max(values):.2f})"
-    return text
+    return per_round_ratios(rows[cell].get("wsloop", []), rows[cell].get("raw", []), value)
 
 
 def cpu_per_msg(r):

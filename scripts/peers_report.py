@@ -9,25 +9,13 @@ other's round i, run minutes apart at most), with their range.
 """
 
 import json
+import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_stats import fmt, median, per_round_ratios, summary  # noqa: E402
+
 SIDES = ("wsloop", "bun", "node-ws", "fastwebsockets", "raw")
-
-
-def median(values):
-    values = sorted(v for v in values if v is not None)
-    if not values:
-        return None
-    mid = len(values) // 2
-    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
-
-
-def fmt(v, unit=""):
-    if v is None:
-        return "–"
-    if abs(v) >= 100:
-        return f"{v:,.0f}{unit}"
-    return f"{v:.1f}{unit}"
 
 
 def headline(r):
@@ -38,24 +26,6 @@ def headline(r):
     if mode == "broadcast":
         return "deliveries/s", r.get("deliveries_per_s"), True
     return "server RSS bytes/conn", r.get("rss_per_conn_bytes"), False
-
-
-def per_round_ratios(runs, side, other, value):
-    out = []
-    for a, b in zip(runs.get(side, []), runs.get(other, [])):
-        va, vb = value(a), value(b)
-        if va is not None and vb:
-            out.append(va / vb)
-    return out
-
-
-def summary(ratios):
-    if not ratios:
-        return "–"
-    text = f"{median(ratios):.2f}"
-    if len(ratios) > 1:
-        text += f" ({min(ratios):.2f}–{max(ratios):.2f})"
-    return text
 
 
 def main():
@@ -113,8 +83,10 @@ def main():
             elif first.get("mode") == "echo":
                 p99 = median(r.get("lat_p99_us") for r in results)
                 notes.append(f"p99 {fmt(p99)} µs")
-            vs_raw = per_round_ratios(runs, side, "raw", lambda r: headline(r)[1])
-            vs_ws = per_round_ratios(runs, side, "wsloop", lambda r: headline(r)[1])
+            mine = runs.get(side, [])
+            value_of = lambda r: headline(r)[1]  # noqa: E731
+            vs_raw = per_round_ratios(mine, runs.get("raw", []), value_of)
+            vs_ws = per_round_ratios(mine, runs.get("wsloop", []), value_of)
             lines.append(
                 f"| {side} | {fmt(value)} | {summary(vs_raw) if side != 'raw' else '1'} | "
                 f"{summary(vs_ws) if side != 'wsloop' else '1'} | "
