@@ -19,15 +19,13 @@ pub use spawn::*;
 #[allow(unused_imports)]
 pub use wire::*;
 
-use std::io;
 use std::net::SocketAddr;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::time::Duration;
 
 use wsloop::{
     Accept, CloseCode, Config, ConnCtx, ConnId, Handle, Handler, Message, ProtocolError, Request,
-    Response, Server,
+    Response,
 };
 
 /// What the application saw of an upgrade request.
@@ -44,10 +42,7 @@ pub struct RequestInfo {
 
 impl RequestInfo {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        header_values(&self.headers, name).first().copied()
     }
 }
 
@@ -135,12 +130,14 @@ pub fn test_config() -> Config {
     }
 }
 
-/// A server running in a background thread. Dropping it shuts it down.
+/// A server with the recording [`TestHandler`], running in a background
+/// thread ([`spawn`]). Dropping it shuts it down, and fails the test if it
+/// did not stop cleanly.
 pub struct TestServer {
     pub addr: SocketAddr,
     pub handle: Handle,
     pub events: Receiver<Event>,
-    thread: Option<JoinHandle<io::Result<()>>>,
+    running: Running,
 }
 
 impl TestServer {
@@ -152,26 +149,15 @@ impl TestServer {
     /// A server with `config` and, optionally, an upgrade decision.
     pub fn with(config: Config, upgrade: Option<UpgradeFn>) -> TestServer {
         let (event_tx, events) = mpsc::channel();
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let handler = TestHandler {
-                events: event_tx,
-                upgrade,
-            };
-            let server = Server::bind("127.0.0.1:0".parse().unwrap(), config, handler)?;
-            ready_tx
-                .send((server.local_addr(), server.handle()))
-                .unwrap();
-            server.run()
+        let running = spawn(config, move || TestHandler {
+            events: event_tx,
+            upgrade,
         });
-        let (addr, handle) = ready_rx
-            .recv_timeout(Duration::from_secs(5))
-            .expect("server thread did not start");
         TestServer {
-            addr,
-            handle,
+            addr: running.addr,
+            handle: running.handle.clone(),
             events,
-            thread: Some(thread),
+            running,
         }
     }
 
@@ -179,22 +165,9 @@ impl TestServer {
     pub fn wait_for<T>(
         &self,
         timeout: Duration,
-        mut pred: impl FnMut(&Event) -> Option<T>,
+        pred: impl FnMut(&Event) -> Option<T>,
     ) -> Option<T> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.events.recv_timeout(left) {
-                Ok(event) => {
-                    if let Some(found) = pred(&event) {
-                        return Some(found);
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
-                    return None;
-                }
-            }
-        }
+        recv_matching(&self.events, timeout, pred)
     }
 
     /// The next upgrade request the handler saw.
@@ -240,18 +213,7 @@ impl TestServer {
     /// Shuts the server down and waits (bounded) for its thread. Returns
     /// whether it stopped in time.
     pub fn stop(&mut self) -> bool {
-        let Some(thread) = self.thread.take() else {
-            return true;
-        };
-        self.handle.shutdown();
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while !thread.is_finished() {
-            if Instant::now() >= deadline {
-                return false; // leave it detached rather than hang
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        matches!(thread.join(), Ok(Ok(())))
+        self.running.stop()
     }
 }
 
