@@ -315,18 +315,11 @@ import json
 import sys
 
 sys.path.insert(0, "scripts")
-from bench_stats import fmt, median, per_round_ratios, summary  # noqa: E402
+from bench_stats import fmt, median, per_round_ratios, read_results, summary  # noqa: E402
 
 tsv, out, date, nproc, cpu, kernel, rev, pinned, secs, elapsed, load = sys.argv[1:]
 # rows[cell][side] is the list of that side's results, one per round.
-rows = {}
-order = []
-for line in open(tsv):
-    cell, side, result = line.rstrip("\n").split("\t", 2)
-    if cell not in rows:
-        rows[cell] = {}
-        order.append(cell)
-    rows[cell].setdefault(side, []).append(json.loads(result))
+rows, order = read_results(tsv)
 
 
 def metric(r):

@@ -1,6 +1,21 @@
 """Figures shared by the benchmark reports (the one scripts/bench.sh writes
-and scripts/peers_report.py): medians over rounds, per-round ratios and
-their summary, and number formatting."""
+and scripts/peers_report.py): the results file, medians over rounds,
+per-round ratios and their summary, and number formatting."""
+
+import json
+
+
+def read_results(tsv):
+    """The runs of a results file (one line per run: cell, side, wsbench's
+    RESULT JSON) as ({cell: {side: [result per round]}}, [cells in order])."""
+    rows, order = {}, []
+    for line in open(tsv):
+        cell, side, result = line.rstrip("\n").split("\t", 2)
+        if cell not in rows:
+            rows[cell] = {}
+            order.append(cell)
+        rows[cell].setdefault(side, []).append(json.loads(result))
+    return rows, order
 
 
 def median(values):

@@ -13,7 +13,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_stats import fmt, median, per_round_ratios, summary  # noqa: E402
+from bench_stats import fmt, median, per_round_ratios, read_results, summary  # noqa: E402
 
 SIDES = ("wsloop", "bun", "node-ws", "fastwebsockets", "raw")
 
@@ -30,13 +30,7 @@ def headline(r):
 
 def main():
     tsv, out, date, nproc, cpu, rev, secs, reps, elapsed, versions = sys.argv[1:]
-    cells, order = {}, []
-    for line in open(tsv):
-        cell, side, result = line.rstrip("\n").split("\t", 2)
-        if cell not in cells:
-            cells[cell] = {}
-            order.append(cell)
-        cells[cell].setdefault(side, []).append(json.loads(result))
+    cells, order = read_results(tsv)
 
     lines = [
         "# wsloop beside other WebSocket servers: latest run",
