@@ -425,10 +425,10 @@ fn fan_outs_and_direct_sends_keep_their_order() {
     let fx = Fixture::start();
     let mut raw = RawWs::connect(fx.server.addr, "/?name=mixer");
     raw.send_text("sub:room");
-    assert_eq!(raw.read_text(), "sub:room:true:1");
+    assert_eq!(raw.read_text_skipping_pings(), "sub:room:true:1");
     raw.send_text("mixed:room");
     for expected in ["a", "b", "c", "d", "e", "f"] {
-        assert_eq!(raw.read_text(), expected);
+        assert_eq!(raw.read_text_skipping_pings(), expected);
     }
 }
 
@@ -437,7 +437,7 @@ fn a_burst_of_publishes_read_in_one_go_arrives_whole_and_in_order() {
     let fx = Fixture::start();
     let mut listener = RawWs::connect(fx.server.addr, "/?name=listener");
     listener.send_text("sub:feed");
-    assert_eq!(listener.read_text(), "sub:feed:true:1");
+    assert_eq!(listener.read_text_skipping_pings(), "sub:feed:true:1");
     let mut publisher = RawWs::connect(fx.server.addr, "/?name=publisher");
     // 200 publishes in one write: the server reads them together.
     let mut burst = Vec::new();
@@ -451,9 +451,9 @@ fn a_burst_of_publishes_read_in_one_go_arrives_whole_and_in_order() {
     }
     publisher.stream.write_all(&burst).unwrap();
     for i in 0..200 {
-        assert_eq!(listener.read_text(), format!("n{i}"));
+        assert_eq!(listener.read_text_skipping_pings(), format!("n{i}"));
     }
     for _ in 0..200 {
-        assert_eq!(publisher.read_text(), "published:1");
+        assert_eq!(publisher.read_text_skipping_pings(), "published:1");
     }
 }

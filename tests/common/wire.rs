@@ -324,6 +324,16 @@ pub fn parse_frame(buf: &mut Vec<u8>) -> Option<Frame> {
     Some(frame)
 }
 
+/// The text of a frame that must be a final text frame.
+fn text_of(frame: Frame) -> String {
+    assert_eq!(
+        (frame.fin, frame.opcode),
+        (true, 0x1),
+        "expected a text frame: {frame:?}"
+    );
+    String::from_utf8(frame.payload).expect("server text is UTF-8")
+}
+
 /// A raw client connection after a successful handshake: writes masked
 /// frames and parses what the server sends.
 pub struct RawWs {
@@ -415,15 +425,18 @@ impl RawWs {
         }
     }
 
-    /// Reads a frame (pings skipped) and checks it is a final text frame.
+    /// Reads a frame and checks it is a final text frame (a ping fails:
+    /// the tests that use this run without heartbeats).
     pub fn read_text(&mut self) -> String {
+        let frame = self.read_frame();
+        text_of(frame)
+    }
+
+    /// Like [`RawWs::read_text`], skipping pings first (for tests with
+    /// heartbeats on).
+    pub fn read_text_skipping_pings(&mut self) -> String {
         let frame = self.read_non_ping();
-        assert_eq!(
-            (frame.fin, frame.opcode),
-            (true, 0x1),
-            "expected a text frame: {frame:?}"
-        );
-        String::from_utf8(frame.payload).expect("server text is UTF-8")
+        text_of(frame)
     }
 
     /// Reads a close frame and returns its code and reason.
