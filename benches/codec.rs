@@ -81,6 +81,7 @@ fn multibyte_text(len: usize) -> Vec<u8> {
 fn masked_frame(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
     let header = FrameHeader {
         fin: true,
+        rsv: 0,
         opcode,
         mask: Some(KEY),
         payload_len: payload.len() as u64,
@@ -100,6 +101,7 @@ fn frame_header(c: &mut Criterion) {
     for (len, name) in [(64u64, "len7"), (1024, "len16"), (1 << 20, "len64")] {
         let header = FrameHeader {
             fin: true,
+            rsv: 0,
             opcode: OpCode::Binary,
             mask: Some(KEY),
             payload_len: len,

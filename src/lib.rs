@@ -5,10 +5,16 @@
 //! loop-wide read buffer, corked writes, encode-once broadcast, and
 //! heartbeats and timeouts in one set of deadline buckets.
 //!
-//! The crate has three layers:
-//! - [`protocol`]: a sans-IO RFC 6455 core (handshake, frames, messages,
-//!   UTF-8, close codes) that never touches a socket or a clock;
-//! - [`Server`]: the reactor that owns all I/O and time;
+//! The crate has four layers, each using only the ones below it:
+//! - [`protocol`]: the sans-IO RFC 6455 codec (handshake, frames, messages,
+//!   UTF-8, close codes, the extension seam) that never touches a socket
+//!   or a clock;
+//! - the session: one connection's whole lifecycle (handshaking, open,
+//!   closing, closed; heartbeats, timeouts, the closing handshake) as a
+//!   sans-IO state machine that takes bytes and the time and gives back
+//!   events, bytes to send and its next deadline;
+//! - [`Server`]: the reactor that owns all I/O and time, moving bytes
+//!   between each connection's transport and its session;
 //! - [`Handler`], [`Ctx`], [`ConnCtx`] and [`Handle`]: what the application
 //!   implements and uses.
 //!
@@ -36,16 +42,21 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-mod handler;
-mod http;
 pub mod protocol;
 mod server;
+// Public for the fuzzer and the benches, which drive sessions in memory;
+// not part of the documented API.
+#[doc(hidden)]
+pub mod session;
 
-pub use handler::{Accept, ConnId, Handler, Message, Response, SendStatus};
 pub use protocol::ProtocolError;
 pub use protocol::close::CloseCode;
 pub use protocol::handshake::Request;
-pub use server::{Backpressure, Config, ConnCtx, Ctx, Handle, Metrics, Server};
+pub use protocol::message::Message;
+pub use server::{
+    Accept, Backpressure, Config, ConnCtx, ConnId, Ctx, Handle, Handler, Metrics, Response,
+    SendStatus, Server,
+};
 
 /// The README's Rust examples, compiled and run as doc tests.
 #[cfg(doctest)]

@@ -85,10 +85,8 @@ fn echo_does_not_allocate_per_message() {
     let stop = Arc::new(AtomicBool::new(false));
     let stop_server = stop.clone();
     let server = std::thread::spawn(move || {
-        let config = Config {
-            ping_interval: None,
-            ..Config::default()
-        };
+        let mut config = Config::default();
+        config.ping_interval = None;
         let mut server = Server::bind("127.0.0.1:0".parse().unwrap(), config, Echo).unwrap();
         ready_tx.send(server.local_addr()).unwrap();
         COUNT_THIS_THREAD.with(|c| c.set(true));

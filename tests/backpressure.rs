@@ -76,13 +76,11 @@ struct Fixture {
 impl Fixture {
     fn start(backpressure: Backpressure) -> Fixture {
         let (tx, events) = mpsc::channel();
-        let config = Config {
-            max_outbound_buffer: CAP,
-            backpressure,
-            ping_interval: None,
-            close_timeout: Duration::from_secs(1),
-            ..Config::default()
-        };
+        let mut config = Config::default();
+        config.max_outbound_buffer = CAP;
+        config.backpressure = backpressure;
+        config.ping_interval = None;
+        config.close_timeout = Duration::from_secs(1);
         let server = spawn(config, move || App { events: tx });
         Fixture { server, events }
     }

@@ -5,7 +5,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use wsloop::{Config, Message};
+use wsloop::Message;
 
 #[test]
 fn client_close_is_echoed_then_the_connection_ends() {
@@ -143,10 +143,8 @@ fn server_close_with_tungstenite() {
 
 #[test]
 fn unanswered_server_close_times_out() {
-    let config = Config {
-        close_timeout: Duration::from_millis(300),
-        ..test_config()
-    };
+    let mut config = test_config();
+    config.close_timeout = Duration::from_millis(300);
     let server = TestServer::with(config, None);
     let mut ws = RawWs::connect(server.addr, "/");
     let start = Instant::now();

@@ -117,11 +117,10 @@ impl Handler for Embed {
 }
 
 fn config() -> Config {
-    Config {
-        ping_interval: None,
-        close_timeout: Duration::from_secs(1),
-        ..Config::default()
-    }
+    let mut config = Config::default();
+    config.ping_interval = None;
+    config.close_timeout = Duration::from_secs(1);
+    config
 }
 
 fn opened(events: &Receiver<Event>) -> ConnId {

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use common::*;
 use tungstenite::Message as WsMessage;
-use wsloop::Config;
 
 const TEXT: u8 = 0x1;
 const BINARY: u8 = 0x2;
@@ -394,10 +393,8 @@ fn close_with_a_one_byte_payload_is_1002() {
 
 #[test]
 fn message_over_max_size_is_1009_from_the_header_alone() {
-    let config = Config {
-        max_message_size: 1024,
-        ..test_config()
-    };
+    let mut config = test_config();
+    config.max_message_size = 1024;
     let server = TestServer::with(config, None);
     // At the limit is fine.
     let mut ws = RawWs::connect(server.addr, "/");
@@ -413,10 +410,8 @@ fn message_over_max_size_is_1009_from_the_header_alone() {
 
 #[test]
 fn fragmented_message_over_max_size_is_1009() {
-    let config = Config {
-        max_message_size: 1024,
-        ..test_config()
-    };
+    let mut config = test_config();
+    config.max_message_size = 1024;
     let server = TestServer::with(config, None);
     let mut bytes = client_frame(false, 0, BINARY, &[1u8; 1000]);
     // The continuation's header alone pushes the total over the limit.

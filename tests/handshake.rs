@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use common::*;
-use wsloop::{Accept, Config, Response};
+use wsloop::{Accept, Response};
 
 /// Sends `request` on a fresh connection while a good tungstenite client is
 /// open, checks the status, that the server then closes the connection, and
@@ -185,10 +185,8 @@ fn header_block_over_8_kib_is_431() {
 
 #[test]
 fn too_many_headers_is_431() {
-    let config = Config {
-        max_headers: 16,
-        ..test_config()
-    };
+    let mut config = test_config();
+    config.max_headers = 16;
     let server = TestServer::with(config, None);
     let extra: Vec<String> = (0..12).map(|i| format!("X-Extra-{i}: v")).collect();
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
@@ -374,10 +372,8 @@ fn request_split_across_reads_with_a_frame_in_the_last_piece() {
 
 #[test]
 fn incomplete_request_is_dropped_after_the_handshake_timeout() {
-    let config = Config {
-        handshake_timeout: Duration::from_millis(300),
-        ..test_config()
-    };
+    let mut config = test_config();
+    config.handshake_timeout = Duration::from_millis(300);
     let server = TestServer::with(config, None);
     let mut stream = connect(server.addr);
     let start = std::time::Instant::now();

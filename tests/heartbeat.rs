@@ -45,12 +45,11 @@ const PING_INTERVAL: Duration = Duration::from_millis(200);
 const PONG_TIMEOUT: Duration = Duration::from_millis(200);
 
 fn heartbeat_config() -> Config {
-    Config {
-        ping_interval: Some(PING_INTERVAL),
-        pong_timeout: PONG_TIMEOUT,
-        close_timeout: Duration::from_secs(1),
-        ..Config::default()
-    }
+    let mut config = Config::default();
+    config.ping_interval = Some(PING_INTERVAL);
+    config.pong_timeout = PONG_TIMEOUT;
+    config.close_timeout = Duration::from_secs(1);
+    config
 }
 
 fn start(config: Config) -> (Running, Receiver<Event>) {
@@ -107,10 +106,8 @@ fn a_client_that_answers_pings_stays_open() {
 fn pings_keep_their_interval_when_the_pong_timeout_is_longer() {
     // The pong-timeout deadline (5 s) must not hold back the next ping
     // (due 200 ms after the pong).
-    let config = Config {
-        pong_timeout: Duration::from_secs(5),
-        ..heartbeat_config()
-    };
+    let mut config = heartbeat_config();
+    config.pong_timeout = Duration::from_secs(5);
     let (server, events) = start(config);
     let mut raw = RawWs::connect(server.addr, "/");
     opened(&events);
@@ -232,10 +229,8 @@ fn unsolicited_pongs_are_accepted_and_count_as_liveness() {
 
 #[test]
 fn a_stalled_handshake_is_dropped_after_the_handshake_timeout() {
-    let config = Config {
-        handshake_timeout: Duration::from_millis(300),
-        ..heartbeat_config()
-    };
+    let mut config = heartbeat_config();
+    config.handshake_timeout = Duration::from_millis(300);
     let (server, events) = start(config);
     let mut half = connect(server.addr);
     half.write_all(b"GET / HTTP/1.1\r\n").unwrap();
@@ -268,12 +263,10 @@ fn a_stalled_handshake_is_dropped_after_the_handshake_timeout() {
 #[test]
 fn idle_timeout_closes_with_1001_even_when_pings_are_answered() {
     let idle = Duration::from_millis(300);
-    let config = Config {
-        ping_interval: Some(Duration::from_millis(100)),
-        pong_timeout: Duration::from_millis(200),
-        idle_timeout: Some(idle),
-        ..heartbeat_config()
-    };
+    let mut config = heartbeat_config();
+    config.ping_interval = Some(Duration::from_millis(100));
+    config.pong_timeout = Duration::from_millis(200);
+    config.idle_timeout = Some(idle);
     let (server, events) = start(config);
     let mut ws = ws_connect(server.addr, "/");
     let t0 = Instant::now();
@@ -309,12 +302,10 @@ fn idle_timeout_closes_with_1001_even_when_pings_are_answered() {
 
 #[test]
 fn a_client_sending_messages_is_not_idle() {
-    let config = Config {
-        ping_interval: Some(Duration::from_millis(100)),
-        pong_timeout: Duration::from_millis(200),
-        idle_timeout: Some(Duration::from_millis(300)),
-        ..heartbeat_config()
-    };
+    let mut config = heartbeat_config();
+    config.ping_interval = Some(Duration::from_millis(100));
+    config.pong_timeout = Duration::from_millis(200);
+    config.idle_timeout = Some(Duration::from_millis(300));
     let (server, events) = start(config);
     let mut ws = ws_connect(server.addr, "/");
     let id = opened(&events);

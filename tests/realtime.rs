@@ -154,11 +154,9 @@ struct Fixture {
 impl Fixture {
     fn start() -> Fixture {
         let (tx, events) = mpsc::channel();
-        let config = Config {
-            ping_interval: None,
-            close_timeout: Duration::from_secs(1),
-            ..Config::default()
-        };
+        let mut config = Config::default();
+        config.ping_interval = None;
+        config.close_timeout = Duration::from_secs(1);
         let server = spawn(config, move || Rt { events: tx });
         Fixture { server, events }
     }

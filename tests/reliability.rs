@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use wsloop::{Accept, CloseCode, Config, ConnCtx, Handler, Message, Request, Response, Server};
+use wsloop::{Accept, CloseCode, ConnCtx, Handler, Message, Request, Response, Server};
 
 fn open_connections(server: &TestServer) -> u64 {
     let (response, _) = http_exchange(server.addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -38,10 +38,8 @@ fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
 
 #[test]
 fn beyond_max_connections_new_clients_get_503_and_the_rest_carry_on() {
-    let config = Config {
-        max_connections: 3,
-        ..test_config()
-    };
+    let mut config = test_config();
+    config.max_connections = 3;
     let server = TestServer::with(config, None);
     let mut clients: Vec<Client> = (0..3).map(|_| ws_connect(server.addr, "/")).collect();
     let (response, mut stream) = http_exchange(server.addr, upgrade_request("/", &[]).as_bytes());
@@ -63,12 +61,10 @@ fn beyond_max_connections_new_clients_get_503_and_the_rest_carry_on() {
 
 #[test]
 fn slowloris_connections_are_timed_out_while_others_are_served() {
-    let config = Config {
-        handshake_timeout: Duration::from_millis(400),
-        ping_interval: Some(Duration::from_millis(200)),
-        pong_timeout: Duration::from_millis(200),
-        ..test_config()
-    };
+    let mut config = test_config();
+    config.handshake_timeout = Duration::from_millis(400);
+    config.ping_interval = Some(Duration::from_millis(200));
+    config.pong_timeout = Duration::from_millis(200);
     let server = TestServer::with(config, None);
     // 150 stall mid-request, 150 stall mid-frame after a good handshake.
     let mut stalled_heads = Vec::new();

@@ -87,11 +87,9 @@ impl Handler for App {
 
 fn start() -> (Running, Receiver<Event>) {
     let (tx, rx) = mpsc::channel();
-    let config = Config {
-        ping_interval: None,
-        close_timeout: CLOSE_TIMEOUT,
-        ..Config::default()
-    };
+    let mut config = Config::default();
+    config.ping_interval = None;
+    config.close_timeout = CLOSE_TIMEOUT;
     (spawn(config, move || App { events: tx }), rx)
 }
 

@@ -168,22 +168,21 @@ impl Handler for FuzzHandler {
 }
 
 fn tight_config() -> Config {
-    Config {
-        max_message_size: 4096,
-        max_frame_size: 2048,
-        max_fragments: 16,
-        max_header_bytes: 1024,
-        max_headers: 16,
-        max_outbound_buffer: 16 * 1024,
-        backpressure: Backpressure::Drop,
-        handshake_timeout: Duration::from_secs(2),
-        close_timeout: Duration::from_millis(500),
-        ping_interval: Some(Duration::from_millis(50)),
-        pong_timeout: Duration::from_millis(200),
-        idle_timeout: Some(Duration::from_millis(300)),
-        read_buffer_size: 1024,
-        ..Config::default()
-    }
+    let mut config = Config::default();
+    config.max_message_size = 4096;
+    config.max_frame_size = 2048;
+    config.max_fragments = 16;
+    config.max_header_bytes = 1024;
+    config.max_headers = 16;
+    config.max_outbound_buffer = 16 * 1024;
+    config.backpressure = Backpressure::Drop;
+    config.handshake_timeout = Duration::from_secs(2);
+    config.close_timeout = Duration::from_millis(500);
+    config.ping_interval = Some(Duration::from_millis(50));
+    config.pong_timeout = Duration::from_millis(200);
+    config.idle_timeout = Some(Duration::from_millis(300));
+    config.read_buffer_size = 1024;
+    config
 }
 
 fn start(config: Config) -> SocketAddr {

@@ -68,6 +68,11 @@ impl OpCode {
 pub struct FrameHeader {
     /// Whether this is the final fragment of its message.
     pub fin: bool,
+    /// The reserved bits RSV1-RSV3, as the header's bits 0x70 shifted down
+    /// (RSV1 = 4, RSV2 = 2, RSV3 = 1). The parser passes them on; what they
+    /// mean is up to the extensions negotiated for the connection, which
+    /// the [`Decoder`](super::message::Decoder) is given.
+    pub rsv: u8,
     /// The frame's opcode.
     pub opcode: OpCode,
     /// The masking key, present on every client-to-server frame.
@@ -82,8 +87,7 @@ impl FrameHeader {
     /// Returns `Ok(None)` when `buf` holds only part of a header, and
     /// `Ok(Some((header, header_len)))` once it is complete. Violations of
     /// RFC 6455 that can be seen in the header alone are errors carrying
-    /// close code 1002: reserved bits set (no extension is negotiated),
-    /// unknown opcodes, fragmented or oversized control frames, and 64-bit
+    /// close code 1002: unknown opcodes, fragmented or oversized control frames, and 64-bit
     /// lengths with the most significant bit set.
     ///
     /// ```
@@ -101,12 +105,7 @@ impl FrameHeader {
             return Ok(None);
         }
         let (b0, b1) = (buf[0], buf[1]);
-        if b0 & 0x70 != 0 {
-            return Err(ProtocolError::new(
-                CloseCode::PROTOCOL_ERROR,
-                "reserved bits set without a negotiated extension",
-            ));
-        }
+        let rsv = (b0 >> 4) & 0x07;
         let fin = b0 & 0x80 != 0;
         let opcode = OpCode::from_bits(b0 & 0x0F)
             .ok_or_else(|| ProtocolError::new(CloseCode::PROTOCOL_ERROR, "unknown opcode"))?;
@@ -162,6 +161,7 @@ impl FrameHeader {
         Ok(Some((
             FrameHeader {
                 fin,
+                rsv,
                 opcode,
                 mask,
                 payload_len,
@@ -175,13 +175,13 @@ impl FrameHeader {
     ///
     /// ```
     /// use wsloop::protocol::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
-    /// let header = FrameHeader { fin: true, opcode: OpCode::Binary, mask: None, payload_len: 300 };
+    /// let header = FrameHeader { fin: true, rsv: 0, opcode: OpCode::Binary, mask: None, payload_len: 300 };
     /// let mut out = [0u8; MAX_HEADER_LEN];
     /// let n = header.encode(&mut out);
     /// assert_eq!(&out[..n], &[0x82, 126, 0x01, 0x2C]);
     /// ```
     pub fn encode(&self, out: &mut [u8; MAX_HEADER_LEN]) -> usize {
-        out[0] = (u8::from(self.fin) << 7) | self.opcode.bits();
+        out[0] = (u8::from(self.fin) << 7) | ((self.rsv & 0x07) << 4) | self.opcode.bits();
         let mask_bit = if self.mask.is_some() { 0x80 } else { 0 };
         let mut at = match self.payload_len {
             n if n < 126 => {
@@ -248,6 +248,7 @@ pub fn encoded_len(len: usize) -> usize {
     head + len
 }
 
+#[doc(hidden)] // for benches and fuzzing, not part of the documented API
 /// XORs `data` with `key`, starting `offset` bytes into the key's cycle.
 ///
 /// Works a machine word at a time; the compiler vectorises the inner loop.
@@ -271,6 +272,7 @@ pub fn apply_mask(data: &mut [u8], key: [u8; 4], offset: usize) {
     }
 }
 
+#[doc(hidden)] // for benches and fuzzing, not part of the documented API
 /// Unmasks a whole payload (key offset 0) like [`apply_mask`], and reports
 /// whether every unmasked byte is ASCII.
 ///
@@ -341,6 +343,7 @@ mod tests {
             let mut expected = [0u8; MAX_HEADER_LEN];
             let header = FrameHeader {
                 fin: true,
+                rsv: 0,
                 opcode: OpCode::Binary,
                 mask: None,
                 payload_len: len as u64,
@@ -397,6 +400,7 @@ mod tests {
             for mask in [None, Some([9, 8, 7, 6])] {
                 let header = FrameHeader {
                     fin: len % 2 == 0,
+                    rsv: (len % 8) as u8,
                     opcode: OpCode::Binary,
                     mask,
                     payload_len: len,
@@ -417,7 +421,6 @@ mod tests {
     #[test]
     fn header_rejects_protocol_violations() {
         let cases: &[&[u8]] = &[
-            &[0xC1, 0x80, 0, 0, 0, 0],                            // RSV1
             &[0x83, 0x80, 0, 0, 0, 0],                            // reserved opcode 3
             &[0x8B, 0x80, 0, 0, 0, 0],                            // reserved control opcode 0xB
             &[0x09, 0x80, 0, 0, 0, 0],                            // fragmented ping
@@ -427,6 +430,19 @@ mod tests {
         for bytes in cases {
             let err = FrameHeader::decode(bytes).unwrap_err();
             assert_eq!(err.code, CloseCode::PROTOCOL_ERROR, "{bytes:02x?}");
+        }
+    }
+
+    #[test]
+    fn header_passes_the_reserved_bits_on_for_the_extensions_to_judge() {
+        for (b0, rsv) in [(0xC1, 4), (0xA1, 2), (0x91, 1), (0xF1, 7), (0x81, 0)] {
+            let (header, _) = FrameHeader::decode(&[b0, 0x80, 0, 0, 0, 0])
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                (header.rsv, header.opcode, header.fin),
+                (rsv, OpCode::Text, true)
+            );
         }
     }
 

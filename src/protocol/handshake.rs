@@ -291,6 +291,7 @@ pub fn switching_protocols(
     out
 }
 
+#[doc(hidden)] // for benches and fuzzing, not part of the documented API
 /// Writes a complete HTTP/1.1 response that closes the connection.
 pub fn http_response(
     status: u16,
@@ -327,6 +328,7 @@ fn push_header(out: &mut Vec<u8>, name: &str, value: &str) {
     out.extend_from_slice(b"\r\n");
 }
 
+#[doc(hidden)] // for benches and fuzzing, not part of the documented API
 /// The standard reason phrase for the statuses wsloop sends.
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {

@@ -12,8 +12,81 @@
 
 use super::ProtocolError;
 use super::close::{CloseCode, CloseFrame};
-use super::frame::{FrameHeader, MAX_HEADER_LEN, OpCode, apply_mask, unmask_reporting_ascii};
+use super::extension::Extensions;
+use super::frame::{
+    FrameHeader, MAX_HEADER_LEN, OpCode, apply_mask, encode_frame, unmask_reporting_ascii,
+};
 use super::utf8::Utf8Validator;
+
+/// A data message, received or to be sent.
+///
+/// Received messages borrow the server's buffers: copy what you keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Message<'a> {
+    /// A UTF-8 text message.
+    Text(&'a str),
+    /// A binary message.
+    Binary(&'a [u8]),
+}
+
+impl<'a> Message<'a> {
+    /// The payload bytes.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        match self {
+            Message::Text(s) => s.as_bytes(),
+            Message::Binary(b) => b,
+        }
+    }
+
+    /// The payload length in bytes.
+    pub fn len(&self) -> usize {
+        self.as_bytes().len()
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.as_bytes().is_empty()
+    }
+
+    /// The frame opcode that carries this message.
+    pub fn opcode(&self) -> OpCode {
+        match self {
+            Message::Text(_) => OpCode::Text,
+            Message::Binary(_) => OpCode::Binary,
+        }
+    }
+}
+
+impl<'a> From<&'a str> for Message<'a> {
+    fn from(s: &'a str) -> Self {
+        Message::Text(s)
+    }
+}
+
+impl<'a> From<&'a [u8]> for Message<'a> {
+    fn from(b: &'a [u8]) -> Self {
+        Message::Binary(b)
+    }
+}
+
+/// Appends `msg` to `out` as one unfragmented server frame.
+///
+/// Every data frame the server sends is encoded here, whether for one
+/// connection, a broadcast shared by thousands, or another thread's
+/// [`Handle`](crate::Handle): an extension that transforms payloads
+/// (permessage-deflate) has one place to do it.
+///
+/// ```
+/// use wsloop::Message;
+/// use wsloop::protocol::message::encode_message;
+/// let mut out = Vec::new();
+/// encode_message(&mut out, Message::Text("hi"));
+/// assert_eq!(out, [0x81, 2, b'h', b'i']);
+/// ```
+#[inline(always)]
+pub fn encode_message(out: &mut Vec<u8>, msg: Message<'_>) {
+    encode_frame(out, msg.opcode(), msg.as_bytes());
+}
 
 /// Size limits enforced while decoding. Exceeding one closes with 1009.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +111,7 @@ impl Default for DecoderLimits {
 
 /// Something the peer sent that the application or the reactor must act on.
 #[derive(Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event<'a> {
     /// A complete text message, validated as UTF-8.
     Text(&'a str),
@@ -91,6 +165,8 @@ struct FrameInProgress {
 #[derive(Debug, Default)]
 pub struct Decoder {
     limits: DecoderLimits,
+    /// What the connection's negotiated extensions allow (reserved bits).
+    extensions: Extensions,
     head: [u8; MAX_HEADER_LEN],
     head_len: u8,
     frame: Option<FrameInProgress>,
@@ -108,6 +184,19 @@ impl Decoder {
             limits,
             ..Decoder::default()
         }
+    }
+
+    /// The limits this decoder enforces.
+    pub fn limits(&self) -> DecoderLimits {
+        self.limits
+    }
+
+    /// Sets the extensions negotiated for the connection whose bytes come
+    /// next; frames may use only the reserved bits they allow (1002
+    /// otherwise). A session sets this each time it lends its input to a
+    /// decoder.
+    pub fn set_extensions(&mut self, extensions: Extensions) {
+        self.extensions = extensions;
     }
 
     /// Whether the decoder holds no partial frame or message, so that the
@@ -310,9 +399,16 @@ impl Decoder {
         })
     }
 
-    /// The checks every frame header gets before its payload is used: the
-    /// client must mask, and the frame must fit the frame size limit.
+    /// The checks every frame header gets before its payload is used: only
+    /// the reserved bits the negotiated extensions allow, the client must
+    /// mask, and the frame must fit the frame size limit.
     fn check_frame_header(&self, header: &FrameHeader) -> Result<(), ProtocolError> {
+        if !self.extensions.allows_reserved_bits(header.rsv) {
+            return Err(ProtocolError::new(
+                CloseCode::PROTOCOL_ERROR,
+                "reserved bits set without a negotiated extension",
+            ));
+        }
         if header.mask.is_none() {
             return Err(ProtocolError::new(
                 CloseCode::PROTOCOL_ERROR,
@@ -476,6 +572,7 @@ mod tests {
     fn frame(fin: bool, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
         let header = FrameHeader {
             fin,
+            rsv: 0,
             opcode,
             mask: Some(KEY),
             payload_len: payload.len() as u64,
@@ -550,6 +647,32 @@ mod tests {
     }
 
     #[test]
+    fn reserved_bits_are_judged_by_the_negotiated_extensions() {
+        let mut rsv1_text = frame(true, OpCode::Text, b"hi");
+        rsv1_text[0] |= 0x40;
+        // No extension negotiated: 1002, in the whole-frame and the
+        // byte-by-byte paths alike.
+        for piece in [1, rsv1_text.len()] {
+            let err = run(&mut Decoder::default(), &rsv1_text, piece).unwrap_err();
+            assert_eq!(err.code, CloseCode::PROTOCOL_ERROR, "piece {piece}");
+        }
+        // An extension that owns RSV1 lets the frame through; RSV2 stays
+        // refused.
+        let mut decoder = Decoder::default();
+        decoder.set_extensions(Extensions::NONE.with_reserved_bits(0b100));
+        assert_eq!(
+            run(&mut decoder, &rsv1_text, 64).unwrap(),
+            [Owned::Text("hi".into())]
+        );
+        let mut rsv2 = frame(true, OpCode::Binary, b"x");
+        rsv2[0] |= 0x20;
+        assert_eq!(
+            run(&mut decoder, &rsv2, 64).unwrap_err().code,
+            CloseCode::PROTOCOL_ERROR
+        );
+    }
+
+    #[test]
     fn whole_frames_are_lent_from_the_input_without_copying() {
         let mut decoder = Decoder::default();
         let mut bytes = frame(true, OpCode::Binary, &[7; 300]);
@@ -577,6 +700,7 @@ mod tests {
         let mut header = [0u8; MAX_HEADER_LEN];
         let n = FrameHeader {
             fin: true,
+            rsv: 0,
             opcode: OpCode::Binary,
             mask: Some(KEY),
             payload_len: 1 << 40,

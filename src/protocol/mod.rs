@@ -5,6 +5,7 @@
 //! benchmarked on its own. The reactor ([`crate::Server`]) drives it.
 
 pub mod close;
+pub mod extension;
 pub mod frame;
 pub mod handshake;
 pub mod message;
@@ -15,6 +16,7 @@ use close::CloseCode;
 /// A violation of RFC 6455 or of a configured limit by the peer, with the
 /// close code the connection must be closed with.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ProtocolError {
     /// The close code to send: 1002, 1007 or 1009.
     pub code: CloseCode,

@@ -5,6 +5,7 @@ use std::time::Duration;
 use crate::protocol::close::CloseCode;
 use crate::protocol::handshake::HeadLimits;
 use crate::protocol::message::DecoderLimits;
+use crate::session::SessionConfig;
 
 /// What happens to a message for a connection whose outbound queue is
 /// already over [`Config::max_outbound_buffer`].
@@ -13,6 +14,7 @@ use crate::protocol::message::DecoderLimits;
 /// other threads). A connection's replies to itself are always queued; its
 /// reads pause instead, so TCP flow control slows that sender down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Backpressure {
     /// Skip the message for that connection and count it as dropped.
     Drop,
@@ -22,19 +24,19 @@ pub enum Backpressure {
 }
 
 /// Everything tunable about a [`Server`](crate::Server). Start from
-/// `Config::default()` and change what you need.
+/// `Config::default()` and change what you need; new fields may come in
+/// any release, so it cannot be built field by field outside this crate.
 ///
 /// ```
 /// use std::time::Duration;
 /// use wsloop::{Backpressure, Config};
-/// let config = Config {
-///     ping_interval: Some(Duration::from_secs(5)),
-///     backpressure: Backpressure::Drop,
-///     ..Config::default()
-/// };
+/// let mut config = Config::default();
+/// config.ping_interval = Some(Duration::from_secs(5));
+/// config.backpressure = Backpressure::Drop;
 /// assert_eq!(config.max_message_size, 16 << 20);
 /// ```
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Config {
     /// Largest message, over all its fragments (default 16 MiB). Over it: 1009.
     pub max_message_size: usize,
@@ -97,6 +99,18 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The part of the configuration each connection's session follows.
+    pub(crate) fn session_config(&self) -> SessionConfig {
+        SessionConfig {
+            handshake_timeout: self.handshake_timeout,
+            close_timeout: self.close_timeout,
+            ping_interval: self.ping_interval,
+            pong_timeout: self.pong_timeout,
+            idle_timeout: self.idle_timeout,
+            decoder_limits: self.decoder_limits(),
+        }
+    }
+
     pub(crate) fn decoder_limits(&self) -> DecoderLimits {
         DecoderLimits {
             max_frame_size: self.max_frame_size,

@@ -8,11 +8,12 @@ use std::time::Duration;
 use mio::{Registry, Token};
 
 use super::config::Config;
-use super::core::Core;
+use super::conn::{ConnId, SendStatus};
 use super::metrics::Metrics;
+use super::state::LoopState;
 use super::timers::TimerKind;
-use crate::handler::{ConnId, Message, SendStatus};
 use crate::protocol::close::CloseCode;
+use crate::protocol::message::Message;
 
 /// The first token of the range reserved for the application's own sources.
 pub(crate) const USER_TOKEN_BASE: usize = 1 << (usize::BITS - 2);
@@ -20,21 +21,21 @@ pub(crate) const USER_TOKEN_BASE: usize = 1 << (usize::BITS - 2);
 /// Access to the loop from a callback: send, broadcast, publish, close,
 /// topics, timers and the application's own mio sources.
 pub struct Ctx<'a, S> {
-    pub(crate) core: &'a mut Core<S>,
+    pub(crate) state: &'a mut LoopState<S>,
     /// The connection on whose behalf the callback runs; its replies to
     /// itself are never dropped by the outbound cap.
     pub(crate) current: Option<usize>,
 }
 
 impl<'a, S> Ctx<'a, S> {
-    pub(crate) fn new(core: &'a mut Core<S>, current: Option<usize>) -> Self {
-        Ctx { core, current }
+    pub(crate) fn new(state: &'a mut LoopState<S>, current: Option<usize>) -> Self {
+        Ctx { state, current }
     }
 
     /// Sends a message to one connection.
     pub fn send_to(&mut self, id: ConnId, msg: Message<'_>) -> SendStatus {
-        match self.core.open_key(id) {
-            Some(key) => self.core.send_message(key, msg, Some(key) == self.current),
+        match self.state.open_key(id) {
+            Some(key) => self.state.send_message(key, msg, Some(key) == self.current),
             None => SendStatus::Closed,
         }
     }
@@ -42,118 +43,116 @@ impl<'a, S> Ctx<'a, S> {
     /// Sends a message to every open connection; returns how many got it.
     /// The frame is encoded once and shared by all recipients.
     pub fn broadcast(&mut self, msg: Message<'_>) -> usize {
-        self.core.broadcast(msg, None, self.current)
+        self.state.broadcast(msg, None, self.current)
     }
 
     /// Sends a message to every open connection but `except`.
     pub fn broadcast_except(&mut self, msg: Message<'_>, except: ConnId) -> usize {
-        let except = self.core.key_of(except);
-        self.core.broadcast(msg, except, self.current)
+        let except = self.state.key_of(except);
+        self.state.broadcast(msg, except, self.current)
     }
 
     /// Sends a message to every subscriber of `topic`.
     pub fn publish(&mut self, topic: &str, msg: Message<'_>) -> usize {
-        self.core.publish(topic, msg, None, self.current)
+        self.state.publish(topic, msg, None, self.current)
     }
 
     /// Sends a message to every subscriber of `topic` but `except`.
     pub fn publish_except(&mut self, topic: &str, msg: Message<'_>, except: ConnId) -> usize {
-        let except = self.core.key_of(except);
-        self.core.publish(topic, msg, except, self.current)
+        let except = self.state.key_of(except);
+        self.state.publish(topic, msg, except, self.current)
     }
 
     /// Subscribes a connection to a topic. Returns `false` if it already
     /// was a member or is not open.
     pub fn subscribe(&mut self, id: ConnId, topic: &str) -> bool {
-        self.core
+        self.state
             .open_key(id)
-            .is_some_and(|key| self.core.subscribe(key, topic))
+            .is_some_and(|key| self.state.subscribe(key, topic))
     }
 
     /// Unsubscribes a connection from a topic. Returns `false` if it was
     /// not a member.
     pub fn unsubscribe(&mut self, id: ConnId, topic: &str) -> bool {
-        self.core
+        self.state
             .key_of(id)
-            .is_some_and(|key| self.core.unsubscribe(key, topic))
+            .is_some_and(|key| self.state.unsubscribe(key, topic))
     }
 
     /// The open connections subscribed to `topic`.
     pub fn subscribers(&self, topic: &str) -> Vec<ConnId> {
-        self.core
+        self.state
             .topics
             .members(topic)
-            .filter(|&k| self.core.conns[k].is_open())
-            .map(|k| self.core.id_of(k))
+            .filter(|&k| self.state.conns[k].is_open())
+            .map(|k| self.state.id_of(k))
             .collect()
     }
 
     /// How many connections are subscribed to `topic`.
     pub fn subscriber_count(&self, topic: &str) -> usize {
-        self.core.topics.count(topic)
+        self.state.topics.count(topic)
     }
 
     /// Starts closing a connection with `code` and `reason`, after the
     /// messages already queued for it.
     pub fn close_conn(&mut self, id: ConnId, code: CloseCode, reason: &str) {
-        if let Some(key) = self.core.open_key(id) {
-            self.core.close_gracefully(key, code, reason);
+        if let Some(key) = self.state.open_key(id) {
+            self.state.close_gracefully(key, code, reason);
         }
     }
 
     /// The application state of an open connection.
     pub fn state_of(&self, id: ConnId) -> Option<&S> {
-        let key = self.core.key_of(id)?;
-        self.core.conns[key].app.as_ref().map(|a| &a.state)
+        let key = self.state.key_of(id)?;
+        self.state.conns[key].app.as_ref().map(|a| &a.state)
     }
 
     /// The application state of an open connection, mutably.
     pub fn state_of_mut(&mut self, id: ConnId) -> Option<&mut S> {
-        let key = self.core.key_of(id)?;
-        self.core.conns[key].app.as_mut().map(|a| &mut a.state)
+        let key = self.state.key_of(id)?;
+        self.state.conns[key].app.as_mut().map(|a| &mut a.state)
     }
 
     /// Bytes queued for a connection and not yet written.
     pub fn buffered_amount(&self, id: ConnId) -> Option<usize> {
-        self.core
-            .key_of(id)
-            .map(|k| self.core.conns[k].outbox.queued())
+        self.state.key_of(id).map(|k| self.state.conns[k].queued())
     }
 
     /// The ids of all open connections.
     pub fn connections(&self) -> Vec<ConnId> {
-        self.core
+        self.state
             .conns
             .iter()
             .filter(|(_, c)| c.is_open())
-            .map(|(k, _)| self.core.id_of(k))
+            .map(|(k, _)| self.state.id_of(k))
             .collect()
     }
 
     /// How many connections are open.
     pub fn connection_count(&self) -> usize {
-        self.core.metrics.open as usize
+        self.state.metrics.open as usize
     }
 
     /// The server's counters.
     pub fn metrics(&self) -> &Metrics {
-        &self.core.metrics
+        &self.state.metrics
     }
 
     /// The server's configuration.
     pub fn config(&self) -> &Config {
-        &self.core.config
+        &self.state.config
     }
 
     /// Begins a graceful shutdown (see [`Handle::shutdown`](crate::Handle::shutdown)).
     pub fn shutdown(&mut self) {
-        self.core.shutdown_requested = true;
+        self.state.shutdown_requested = true;
     }
 
     /// The loop's mio registry, to register the application's own sources
     /// with tokens from [`Ctx::user_token`].
     pub fn registry(&self) -> &Registry {
-        &self.core.registry
+        &self.state.registry
     }
 
     /// The token for the application's source number `n`; its events reach
@@ -165,9 +164,9 @@ impl<'a, S> Ctx<'a, S> {
     /// Calls [`Handler::on_timer`](crate::Handler::on_timer) with `timer`
     /// once `after` has passed.
     pub fn set_timer(&mut self, after: Duration, timer: u64) {
-        self.core
+        self.state
             .timers
-            .schedule(self.core.now + after, TimerKind::User(timer));
+            .schedule(self.state.now + after, TimerKind::User(timer));
     }
 }
 
@@ -179,26 +178,26 @@ pub struct ConnCtx<'a, S> {
 }
 
 impl<'a, S> ConnCtx<'a, S> {
-    pub(crate) fn new(core: &'a mut Core<S>, key: usize) -> Self {
+    pub(crate) fn new(state: &'a mut LoopState<S>, key: usize) -> Self {
         ConnCtx {
-            ctx: Ctx::new(core, Some(key)),
+            ctx: Ctx::new(state, Some(key)),
             key,
         }
     }
 
     /// This connection's id.
     pub fn id(&self) -> ConnId {
-        self.ctx.core.id_of(self.key)
+        self.ctx.state.id_of(self.key)
     }
 
     /// The peer's address (`None` once the socket is disconnected).
     pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.ctx.core.conns[self.key].peer_addr()
+        self.ctx.state.conns[self.key].transport.peer_addr()
     }
 
     /// This connection's application state.
     pub fn state(&self) -> &S {
-        &self.ctx.core.conns[self.key]
+        &self.ctx.state.conns[self.key]
             .app
             .as_ref()
             .expect("state exists from open to close")
@@ -207,7 +206,7 @@ impl<'a, S> ConnCtx<'a, S> {
 
     /// This connection's application state, mutably.
     pub fn state_mut(&mut self) -> &mut S {
-        &mut self.ctx.core.conns[self.key]
+        &mut self.ctx.state.conns[self.key]
             .app
             .as_mut()
             .expect("state exists from open to close")
@@ -219,31 +218,31 @@ impl<'a, S> ConnCtx<'a, S> {
     /// replies pause until its queue drains.
     #[inline]
     pub fn send(&mut self, msg: Message<'_>) -> SendStatus {
-        if !self.ctx.core.conns[self.key].is_open() {
+        if !self.ctx.state.conns[self.key].is_open() {
             return SendStatus::Closed;
         }
-        self.ctx.core.send_message(self.key, msg, true)
+        self.ctx.state.send_message(self.key, msg, true)
     }
 
     /// Closes this connection with `code` and `reason`, after the messages
     /// already queued for it.
     pub fn close(&mut self, code: CloseCode, reason: &str) {
-        self.ctx.core.close_gracefully(self.key, code, reason);
+        self.ctx.state.close_gracefully(self.key, code, reason);
     }
 
     /// Subscribes this connection to `topic`.
     pub fn subscribe(&mut self, topic: &str) -> bool {
-        self.ctx.core.conns[self.key].is_open() && self.ctx.core.subscribe(self.key, topic)
+        self.ctx.state.conns[self.key].is_open() && self.ctx.state.subscribe(self.key, topic)
     }
 
     /// Unsubscribes this connection from `topic`.
     pub fn unsubscribe(&mut self, topic: &str) -> bool {
-        self.ctx.core.unsubscribe(self.key, topic)
+        self.ctx.state.unsubscribe(self.key, topic)
     }
 
     /// The topics this connection is subscribed to.
     pub fn topics(&self) -> Vec<String> {
-        self.ctx.core.conns[self.key]
+        self.ctx.state.conns[self.key]
             .app
             .as_ref()
             .map(|a| a.topics.iter().map(|t| t.to_string()).collect())
@@ -252,17 +251,17 @@ impl<'a, S> ConnCtx<'a, S> {
 
     /// Sends to every open connection except this one.
     pub fn broadcast_others(&mut self, msg: Message<'_>) -> usize {
-        self.ctx.core.broadcast(msg, Some(self.key), None)
+        self.ctx.state.broadcast(msg, Some(self.key), None)
     }
 
     /// Sends to every subscriber of `topic` except this connection.
     pub fn publish_others(&mut self, topic: &str, msg: Message<'_>) -> usize {
-        self.ctx.core.publish(topic, msg, Some(self.key), None)
+        self.ctx.state.publish(topic, msg, Some(self.key), None)
     }
 
     /// Bytes queued for this connection and not yet written.
     pub fn buffered_amount(&self) -> usize {
-        self.ctx.core.conns[self.key].outbox.queued()
+        self.ctx.state.conns[self.key].queued()
     }
 }
 

@@ -7,11 +7,10 @@ use std::sync::mpsc::Sender;
 
 use mio::Waker;
 
-use crate::handler::{ConnId, Message};
+use super::conn::ConnId;
 use crate::protocol::close::CloseCode;
-use crate::protocol::frame::{encode_frame, encoded_len};
-
-use super::core::opcode_of;
+use crate::protocol::frame::encoded_len;
+use crate::protocol::message::{Message, encode_message};
 
 /// A request from another thread, carried out by the loop.
 pub(crate) enum Command {
@@ -102,6 +101,6 @@ impl Handle {
 
 fn encode(msg: Message<'_>) -> Vec<u8> {
     let mut frame = Vec::with_capacity(encoded_len(msg.len()));
-    encode_frame(&mut frame, opcode_of(msg), msg.as_bytes());
+    encode_message(&mut frame, msg);
     frame
 }

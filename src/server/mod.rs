@@ -1,5 +1,14 @@
 //! The reactor: one mio `Poll`, the listener, a waker for other threads, and
-//! a slab of connections, all driven from one thread.
+//! a slab of connections, all driven from one thread. It moves bytes
+//! between transports and sessions and tells sessions the time; what the
+//! bytes and the time mean is the sessions' business
+//! ([`crate::session`]).
+//!
+//! Modules, in the order they depend on each other (imports point down):
+//! `mod.rs` (this reactor) → `dispatch` (calls into the application) →
+//! `handler` → `ctx` → `state` (the slab, topics, fan-out) → `conn`,
+//! `transport`, `timers`, `topics`, `metrics`, `config` → the session and
+//! the codec.
 //!
 //! Token layout: connection tokens are slab keys; the listener and the
 //! waker take the two highest tokens; the application's own sources use the
@@ -7,16 +16,17 @@
 
 mod config;
 mod conn;
-mod core;
 mod ctx;
-mod engine;
+mod dispatch;
 mod handle;
+mod handler;
 mod metrics;
-mod outbox;
+mod state;
 mod timers;
 mod topics;
+mod transport;
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,19 +37,22 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 pub use self::config::{Backpressure, Config};
+pub use self::conn::{ConnId, SendStatus};
 pub use self::ctx::{ConnCtx, Ctx};
 pub use self::handle::Handle;
+pub use self::handler::{Accept, Handler, Response};
 pub use self::metrics::Metrics;
 
-use self::conn::{Connection, Phase};
-use self::core::{Core, Recipients};
+use self::conn::Connection;
 use self::ctx::USER_TOKEN_BASE;
-use self::engine::Engine;
+use self::dispatch::Dispatch;
 use self::handle::Command;
+use self::state::{LoopState, Recipients};
 use self::timers::TimerKind;
-use crate::handler::Handler;
+use self::transport::{Input, Transport};
 use crate::protocol::close::CloseCode;
 use crate::protocol::message::Decoder;
+use crate::session::Phase;
 
 const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
@@ -78,7 +91,7 @@ pub struct Server<H: Handler> {
     events: Events,
     listener: Option<TcpListener>,
     local_addr: SocketAddr,
-    engine: Engine<H>,
+    dispatch: Dispatch<H>,
     read_buf: Vec<u8>,
     commands: Receiver<Command>,
     handle: Handle,
@@ -108,10 +121,10 @@ impl<H: Handler> Server<H> {
             events: Events::with_capacity(1024),
             listener: Some(listener),
             local_addr,
-            engine: Engine {
+            dispatch: Dispatch {
                 handler,
                 decoder: Decoder::new(config.decoder_limits()),
-                core: Core::new(config, registry),
+                state: LoopState::new(config, registry),
             },
             read_buf,
             commands,
@@ -139,17 +152,17 @@ impl<H: Handler> Server<H> {
 
     /// The application handler.
     pub fn handler(&self) -> &H {
-        &self.engine.handler
+        &self.dispatch.handler
     }
 
     /// The application handler, mutably.
     pub fn handler_mut(&mut self) -> &mut H {
-        &mut self.engine.handler
+        &mut self.dispatch.handler
     }
 
     /// The server's counters.
     pub fn metrics(&self) -> &Metrics {
-        &self.engine.core.metrics
+        &self.dispatch.state.metrics
     }
 
     /// The loop's mio registry, for the application's own sources (use
@@ -161,7 +174,7 @@ impl<H: Handler> Server<H> {
     /// Whether a shutdown has completed: every connection is gone and the
     /// listener is closed.
     pub fn is_stopped(&self) -> bool {
-        self.shutting_down && self.engine.core.conns.is_empty()
+        self.shutting_down && self.dispatch.state.conns.is_empty()
     }
 
     /// Runs the loop until a graceful shutdown completes.
@@ -182,7 +195,7 @@ impl<H: Handler> Server<H> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
-        self.engine.core.now = self.engine.core.clock.now();
+        self.dispatch.state.now = self.dispatch.state.clock.now();
         let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
         for event in events.iter() {
             match event.token() {
@@ -190,7 +203,7 @@ impl<H: Handler> Server<H> {
                 WAKER => self.run_commands(),
                 Token(t) if t >= USER_TOKEN_BASE => {
                     let source = t - USER_TOKEN_BASE;
-                    self.engine
+                    self.dispatch
                         .call_loop(|h, ctx| h.on_source_event(ctx, source, event));
                 }
                 Token(key) => self.connection_event(key, event),
@@ -208,17 +221,17 @@ impl<H: Handler> Server<H> {
     }
 
     fn next_wait(&self, timeout: Option<Duration>) -> Option<Duration> {
-        let core = &self.engine.core;
-        if !core.pending_reads.is_empty()
+        let state = &self.dispatch.state;
+        if !state.pending_reads.is_empty()
             || self.accept_pending
             || self.shutdown_wanted() && !self.shutting_down
         {
             return Some(Duration::ZERO);
         }
-        let until_deadline = core
+        let until_deadline = state
             .timers
             .next_deadline()
-            .map(|at| core.clock.now().until(at));
+            .map(|at| state.clock.now().until(at));
         match (timeout, until_deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -226,14 +239,14 @@ impl<H: Handler> Server<H> {
     }
 
     fn connection_event(&mut self, key: usize, event: &mio::event::Event) {
-        if !self.engine.core.conns.contains(key) {
+        if !self.dispatch.state.conns.contains(key) {
             return;
         }
         if event.is_readable() || event.is_read_closed() || event.is_error() {
             self.read(key, event.is_read_closed() || event.is_error());
         }
-        if event.is_writable() && self.engine.core.conns.contains(key) {
-            self.engine.core.mark_dirty(key);
+        if event.is_writable() && self.dispatch.state.conns.contains(key) {
+            self.dispatch.state.mark_dirty(key);
         }
     }
 
@@ -241,61 +254,54 @@ impl<H: Handler> Server<H> {
     /// budget for this turn is spent, or it must pause (backpressure).
     fn read(&mut self, key: usize, hang_up: bool) {
         for _ in 0..READS_PER_TURN {
-            let core = &mut self.engine.core;
-            let Some(conn) = core.conns.get_mut(key) else {
+            let state = &mut self.dispatch.state;
+            let Some(conn) = state.conns.get_mut(key) else {
                 return;
             };
-            if matches!(conn.phase, Phase::Removing) {
-                return;
-            }
-            if conn.outbox.queued() > core.config.max_outbound_buffer {
+            if conn.queued() > state.config.max_outbound_buffer {
                 // Stop reading from a peer that does not read its replies:
                 // TCP flow control slows it down until its queue drains.
                 conn.read_paused = true;
                 return;
             }
-            let n = match conn.stream.read(&mut self.read_buf) {
-                Ok(0) => return self.engine.end_of_input(key),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            let (n, drained) = match conn.transport.read(&mut self.read_buf) {
+                Ok(Input::Data { len, drained }) => (len, drained),
+                Ok(Input::Eof) => return self.dispatch.end_of_input(key),
+                Ok(Input::WouldBlock) => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    log::debug!("{} read failed: {e}", core.id_of(key));
-                    return self.engine.remove(key);
+                    log::debug!("{} read failed: {e}", state.id_of(key));
+                    return self.dispatch.remove(key);
                 }
             };
-            // Any bytes prove the peer alive: an outstanding ping is answered.
-            conn.last_seen = core.now;
-            if let Phase::Open { ping_sent, .. } = &mut conn.phase
-                && ping_sent.take().is_some()
-            {
-                // The timer entry is for the pong deadline; the next ping
+            if conn.session.bytes_arrived(state.now) {
+                // The timer entry was for the pong deadline; the next ping
                 // may be due sooner (an interval shorter than the pong
-                // timeout). Otherwise this adds nothing.
-                core.schedule(key);
+                // timeout).
+                state.schedule(key);
             }
-            core.metrics.bytes_in += n as u64;
-            self.engine.ingest(key, &mut self.read_buf[..n]);
-            // A short read drained the socket; a new edge will come with
-            // new data. Unless the peer hung up: then read on to the EOF.
-            if n < self.read_buf.len() && !hang_up {
+            state.metrics.bytes_in += n as u64;
+            self.dispatch.ingest(key, &mut self.read_buf[..n]);
+            // A drained socket sends a new edge with new data. Unless the
+            // peer hung up: then read on to the EOF.
+            if drained && !hang_up {
                 return;
             }
         }
-        self.engine.core.pending_reads.push(key);
+        self.dispatch.state.pending_reads.push(key);
     }
 
     fn resume_reads(&mut self) {
         // Swap in the spare list (no allocation per turn); reads may queue
         // more keys for the next turn meanwhile.
         let mut keys = std::mem::replace(
-            &mut self.engine.core.pending_reads,
+            &mut self.dispatch.state.pending_reads,
             std::mem::take(&mut self.spare_keys),
         );
         for &key in &keys {
             let still_reading = self
-                .engine
-                .core
+                .dispatch
+                .state
                 .conns
                 .get(key)
                 .is_some_and(|c| !c.read_paused);
@@ -325,9 +331,10 @@ impl<H: Handler> Server<H> {
                     // would spin. Back off and try again.
                     log::warn!("accept failed ({e}); pausing accepts for {ACCEPT_BACKOFF:?}");
                     self.accept_paused = true;
-                    let core = &mut self.engine.core;
-                    core.timers
-                        .schedule(core.now + ACCEPT_BACKOFF, TimerKind::ResumeAccept);
+                    let state = &mut self.dispatch.state;
+                    state
+                        .timers
+                        .schedule(state.now + ACCEPT_BACKOFF, TimerKind::ResumeAccept);
                     return;
                 }
                 Err(e) => log::debug!("accept failed: {e}"),
@@ -338,70 +345,75 @@ impl<H: Handler> Server<H> {
     }
 
     fn admit(&mut self, mut stream: mio::net::TcpStream, peer: SocketAddr) {
-        let core = &mut self.engine.core;
-        core.metrics.accepted += 1;
-        if core.conns.len() >= core.config.max_connections {
+        let state = &mut self.dispatch.state;
+        state.metrics.accepted += 1;
+        if state.conns.len() >= state.config.max_connections {
             log::warn!(
                 "connection limit ({}) reached: refusing {peer}",
-                core.config.max_connections
+                state.config.max_connections
             );
-            core.metrics.handshake_failures += 1;
-            let response =
-                crate::Response::new(503, "server is at its connection limit\n").to_bytes();
+            state.metrics.handshake_failures += 1;
+            let response = Response::new(503, "server is at its connection limit\n").to_bytes();
             let _ = stream.write(&response);
             return;
         }
         let _ = stream.set_nodelay(true);
-        let entry = core.conns.vacant_entry();
+        let mut transport = Transport::Plain(stream);
+        let entry = state.conns.vacant_entry();
         let key = entry.key();
-        if let Err(e) = core.registry.register(
-            &mut stream,
+        if let Err(e) = state.registry.register(
+            transport.source(),
             Token(key),
             Interest::READABLE | Interest::WRITABLE,
         ) {
             log::warn!("could not register {peer}: {e}");
             return;
         }
-        let generation = core.next_generation;
-        core.next_generation += 1;
-        entry.insert(Connection::new(stream, generation, core.now, &core.config));
-        core.schedule(key);
+        let generation = state.next_generation;
+        state.next_generation += 1;
+        entry.insert(Connection::new(
+            transport,
+            generation,
+            state.now,
+            &state.session_config,
+        ));
+        state.schedule(key);
         log::debug!("accepted {peer} as #{key}.{generation}");
     }
 
     fn run_commands(&mut self) {
         while let Ok(command) = self.commands.try_recv() {
-            let core = &mut self.engine.core;
+            let state = &mut self.dispatch.state;
             match command {
                 Command::Send(id, frame) => {
-                    if let Some(key) = core.open_key(id) {
-                        core.fan_out_encoded(frame, Recipients::One(key));
+                    if let Some(key) = state.open_key(id) {
+                        state.fan_out_encoded(frame, Recipients::One(key));
                     }
                 }
                 Command::Broadcast(frame) => {
-                    core.fan_out_encoded(frame, Recipients::All);
+                    state.fan_out_encoded(frame, Recipients::All);
                 }
                 Command::Publish(topic, frame) => {
-                    core.fan_out_encoded(frame, Recipients::Topic(&topic));
+                    state.fan_out_encoded(frame, Recipients::Topic(&topic));
                 }
                 Command::Close(id, code, reason) => {
-                    if let Some(key) = core.open_key(id) {
-                        core.close_gracefully(key, code, &reason);
+                    if let Some(key) = state.open_key(id) {
+                        state.close_gracefully(key, code, &reason);
                     }
                 }
-                Command::Post(value) => self.engine.call_loop(|h, ctx| h.on_post(ctx, value)),
+                Command::Post(value) => self.dispatch.call_loop(|h, ctx| h.on_post(ctx, value)),
             }
         }
     }
 
     fn run_timers(&mut self) {
-        let now = self.engine.core.now;
-        while let Some((at, kind)) = self.engine.core.timers.pop_due(now) {
+        let now = self.dispatch.state.now;
+        while let Some((at, kind)) = self.dispatch.state.timers.pop_due(now) {
             match kind {
                 TimerKind::Conn { key, generation } => {
                     let key = key as usize;
-                    let core = &mut self.engine.core;
-                    let Some(conn) = core.conns.get_mut(key) else {
+                    let state = &mut self.dispatch.state;
+                    let Some(conn) = state.conns.get_mut(key) else {
                         continue;
                     };
                     if conn.generation as u32 != generation || conn.timer_at != Some(at) {
@@ -409,27 +421,27 @@ impl<H: Handler> Server<H> {
                     }
                     conn.timer_at = None;
                     let generation = conn.generation;
-                    self.engine.check_deadlines(key);
-                    let core = &mut self.engine.core;
-                    if core
+                    self.dispatch.check_deadlines(key);
+                    let state = &mut self.dispatch.state;
+                    if state
                         .conns
                         .get(key)
                         .is_some_and(|c| c.generation == generation)
                     {
-                        core.schedule(key);
+                        state.schedule(key);
                     }
                 }
                 TimerKind::ResumeAccept => {
                     self.accept_paused = false;
                     self.accept();
                 }
-                TimerKind::User(timer) => self.engine.call_loop(|h, ctx| h.on_timer(ctx, timer)),
+                TimerKind::User(timer) => self.dispatch.call_loop(|h, ctx| h.on_timer(ctx, timer)),
             }
         }
     }
 
     fn shutdown_wanted(&self) -> bool {
-        self.handle.shutdown.load(Ordering::SeqCst) || self.engine.core.shutdown_requested
+        self.handle.shutdown.load(Ordering::SeqCst) || self.dispatch.state.shutdown_requested
     }
 
     fn check_shutdown(&mut self) {
@@ -442,16 +454,16 @@ impl<H: Handler> Server<H> {
         self.shutting_down = true;
         log::info!(
             "shutting down: closing {} connections",
-            self.engine.core.conns.len()
+            self.dispatch.state.conns.len()
         );
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
-        let keys: Vec<usize> = self.engine.core.conns.iter().map(|(k, _)| k).collect();
+        let keys: Vec<usize> = self.dispatch.state.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
-            match self.engine.core.conns[key].phase {
-                Phase::Handshaking { .. } => self.engine.remove(key),
-                Phase::Open { .. } => self.engine.core.close_gracefully(
+            match self.dispatch.state.conns[key].session.phase() {
+                Phase::Handshaking => self.dispatch.remove(key),
+                Phase::Open => self.dispatch.state.close_gracefully(
                     key,
                     CloseCode::GOING_AWAY,
                     "server shutting down",
@@ -466,16 +478,16 @@ impl<H: Handler> Server<H> {
         // application, which may broadcast or dirty more connections: loop
         // until quiet. Pending broadcast batches are queued first.
         loop {
-            self.engine.core.seal();
-            if self.engine.core.dirty.is_empty() {
+            self.dispatch.state.seal();
+            if self.dispatch.state.dirty.is_empty() {
                 break;
             }
             let mut keys = std::mem::replace(
-                &mut self.engine.core.dirty,
+                &mut self.dispatch.state.dirty,
                 std::mem::take(&mut self.spare_keys),
             );
             for &key in &keys {
-                self.engine.flush(key);
+                self.dispatch.flush(key);
             }
             keys.clear();
             self.spare_keys = keys;

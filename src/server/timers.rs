@@ -17,37 +17,9 @@
 //! idle server with 19,000 connections).
 
 use std::collections::BTreeMap;
-use std::num::NonZeroU64;
-use std::ops::Add;
 use std::time::{Duration, Instant};
 
-/// A point in the loop's time: milliseconds since the loop started, plus
-/// one. Eight bytes (an `Option<Tick>` too) instead of an `Instant`'s
-/// sixteen: connections hold several, and there may be 100k connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) struct Tick(NonZeroU64);
-
-impl Tick {
-    /// Rounds up to the next multiple of `grid` milliseconds, so deadlines
-    /// that are close together come due in the same wake-up.
-    pub(crate) fn round_up(self, grid: u64) -> Tick {
-        let t = self.0.get();
-        Tick(NonZeroU64::new(t.div_ceil(grid).saturating_mul(grid)).unwrap_or(self.0))
-    }
-
-    /// The time from `self` until `later` (zero if `later` is not later).
-    pub(crate) fn until(self, later: Tick) -> Duration {
-        Duration::from_millis(later.0.get().saturating_sub(self.0.get()))
-    }
-}
-
-impl Add<Duration> for Tick {
-    type Output = Tick;
-    fn add(self, rhs: Duration) -> Tick {
-        let millis = u64::try_from(rhs.as_millis()).unwrap_or(u64::MAX);
-        Tick(self.0.saturating_add(millis))
-    }
-}
+pub(crate) use crate::session::Tick;
 
 /// Turns `Instant`s into [`Tick`]s.
 #[derive(Debug, Clone, Copy)]
@@ -64,8 +36,7 @@ impl Clock {
 
     /// The current tick, rounded down to the millisecond.
     pub(crate) fn now(&self) -> Tick {
-        let millis = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
-        Tick(NonZeroU64::MIN.saturating_add(millis))
+        Tick::from_millis(u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX))
     }
 }
 
@@ -78,21 +49,6 @@ pub(crate) const SLACK: Duration = Duration::from_millis(2);
 /// batch of pings instead of a few. Timeouts are seconds long; 32 ms late
 /// does not matter.
 pub(crate) const CONN_DEADLINE_GRID: u64 = 32;
-
-#[cfg(test)]
-#[test]
-fn ticks_add_and_measure_durations() {
-    let t0 = Clock::new().now();
-    let t1 = t0 + Duration::from_millis(1500);
-    assert!(t1 > t0);
-    assert_eq!(t0.until(t1), Duration::from_millis(1500));
-    assert_eq!(t1.until(t0), Duration::ZERO);
-    assert_eq!(t0 + Duration::MAX, t0 + Duration::from_secs(u64::MAX));
-    let rounded = (t0 + Duration::from_millis(5)).round_up(32);
-    assert!(rounded >= t0 + Duration::from_millis(5));
-    assert!(rounded <= t0 + Duration::from_millis(5 + 31));
-    assert_eq!(rounded.round_up(32), rounded);
-}
 
 /// What a deadline is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -122,12 +122,11 @@ impl Handler for TestHandler {
 /// The configuration tests start from: short timeouts, no heartbeats (a
 /// stray ping would confuse the raw frame readers).
 pub fn test_config() -> Config {
-    Config {
-        handshake_timeout: Duration::from_secs(2),
-        close_timeout: Duration::from_secs(1),
-        ping_interval: None,
-        ..Config::default()
-    }
+    let mut config = Config::default();
+    config.handshake_timeout = Duration::from_secs(2);
+    config.close_timeout = Duration::from_secs(1);
+    config.ping_interval = None;
+    config
 }
 
 /// A server with the recording [`TestHandler`], running in a background

@@ -1,86 +1,12 @@
-//! What the application implements and sees: the [`Handler`] trait, message
-//! and connection-id types, and the upgrade decision.
+//! What the application implements: the [`Handler`] trait, the upgrade
+//! decision and HTTP responses.
 
 use std::any::Any;
 
+use super::ctx::{ConnCtx, Ctx};
 use crate::protocol::close::CloseCode;
-use crate::protocol::handshake::Request;
-use crate::server::{ConnCtx, Ctx};
-
-/// A data message, received or to be sent.
-///
-/// Received messages borrow the server's buffers: copy what you keep.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Message<'a> {
-    /// A UTF-8 text message.
-    Text(&'a str),
-    /// A binary message.
-    Binary(&'a [u8]),
-}
-
-impl<'a> Message<'a> {
-    /// The payload bytes.
-    pub fn as_bytes(&self) -> &'a [u8] {
-        match self {
-            Message::Text(s) => s.as_bytes(),
-            Message::Binary(b) => b,
-        }
-    }
-
-    /// The payload length in bytes.
-    pub fn len(&self) -> usize {
-        self.as_bytes().len()
-    }
-
-    /// Whether the payload is empty.
-    pub fn is_empty(&self) -> bool {
-        self.as_bytes().is_empty()
-    }
-}
-
-impl<'a> From<&'a str> for Message<'a> {
-    fn from(s: &'a str) -> Self {
-        Message::Text(s)
-    }
-}
-
-impl<'a> From<&'a [u8]> for Message<'a> {
-    fn from(b: &'a [u8]) -> Self {
-        Message::Binary(b)
-    }
-}
-
-/// Identifies one connection for its whole life.
-///
-/// It is the connection's slab slot plus a generation number unique to this
-/// connection, so an id kept after its connection closed never reaches a
-/// later connection that reuses the slot: sends to it report
-/// [`SendStatus::Closed`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnId {
-    pub(crate) key: usize,
-    pub(crate) generation: u64,
-}
-
-impl std::fmt::Display for ConnId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "#{}.{}", self.key, self.generation)
-    }
-}
-
-/// What happened to a message handed to `send`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SendStatus {
-    /// Queued for writing (and usually written before the loop sleeps).
-    Queued,
-    /// Skipped because the connection's outbound queue is over its cap and
-    /// the policy is [`Backpressure::Drop`](crate::Backpressure::Drop).
-    Dropped,
-    /// The connection's queue was over its cap and the policy closed it.
-    ClosedByBackpressure,
-    /// No such open connection (it closed, or the id is stale).
-    Closed,
-}
+use crate::protocol::handshake::{Request, http_response};
+use crate::protocol::message::Message;
 
 /// The application's decision to accept an upgrade request.
 ///
@@ -177,12 +103,7 @@ impl Response {
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
-        let mut bytes = crate::protocol::handshake::http_response(
-            self.status,
-            &headers,
-            &self.content_type,
-            &self.body,
-        );
+        let mut bytes = http_response(self.status, &headers, &self.content_type, &self.body);
         if head_only {
             bytes.truncate(bytes.len() - self.body.len());
         }

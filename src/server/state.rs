@@ -1,6 +1,8 @@
 //! The loop's state apart from the application and the poller: the slab of
 //! connections, topics, timers, buffers and counters, with every operation
-//! that does not call back into the application.
+//! that does not call back into the application. Sessions decide what
+//! happens to a connection; this module routes messages to them and keeps
+//! the reactor's bookkeeping (dirty list, deadlines, the outbound cap).
 
 use std::rc::Rc;
 
@@ -8,19 +10,20 @@ use mio::Registry;
 use slab::Slab;
 
 use super::config::{Backpressure, Config};
-use super::conn::{Closing, Connection, Phase};
+use super::conn::{ConnId, Connection, SendStatus};
 use super::metrics::Metrics;
-use super::outbox::BufferPool;
 use super::timers::{CONN_DEADLINE_GRID, Clock, Tick, TimerKind, Timers, heartbeat_grid};
 use super::topics::Topics;
-use crate::handler::{ConnId, Message, SendStatus};
-use crate::protocol::ProtocolError;
-use crate::protocol::close::{CloseCode, close_payload};
-use crate::protocol::frame::{OpCode, encode_frame, encoded_len};
-use crate::protocol::message::Decoder;
+use crate::protocol::close::CloseCode;
+use crate::protocol::frame::encoded_len;
+use crate::protocol::message::{Message, encode_message};
+use crate::session::SessionConfig;
+use crate::session::outbox::BufferPool;
 
-pub(crate) struct Core<S> {
+pub(crate) struct LoopState<S> {
     pub(crate) config: Config,
+    /// What every session follows, derived from `config` once.
+    pub(crate) session_config: SessionConfig,
     pub(crate) conns: Slab<Connection<S>>,
     pub(crate) next_generation: u64,
     pub(crate) topics: Topics,
@@ -64,10 +67,11 @@ struct PendingFanOut {
     messages: usize,
 }
 
-impl<S> Core<S> {
-    pub(crate) fn new(config: Config, registry: Registry) -> Core<S> {
+impl<S> LoopState<S> {
+    pub(crate) fn new(config: Config, registry: Registry) -> LoopState<S> {
         let expected_connections = config.max_connections.min(1 << 20);
-        Core {
+        LoopState {
+            session_config: config.session_config(),
             // Reserved up front: untouched pages cost no memory, and the slab
             // never doubles (and copies) itself under a connection storm.
             conns: Slab::with_capacity(expected_connections),
@@ -117,7 +121,7 @@ impl<S> Core<S> {
     /// earliest deadline.
     pub(crate) fn schedule(&mut self, key: usize) {
         let conn = &mut self.conns[key];
-        let Some(due) = conn.next_deadline(&self.config) else {
+        let Some(due) = conn.session.poll_timeout(&self.session_config) else {
             return;
         };
         let grid = if conn.is_open() {
@@ -145,7 +149,7 @@ impl<S> Core<S> {
     /// is true for a connection's replies to itself: those are always
     /// queued, and its reads pause instead.
     fn admit(&mut self, key: usize, len: usize, exempt: bool) -> Result<(), SendStatus> {
-        let queued = self.conns[key].outbox.queued();
+        let queued = self.conns[key].queued();
         if self.within_cap(queued, len, exempt) {
             return Ok(());
         }
@@ -171,20 +175,18 @@ impl<S> Core<S> {
         exempt: bool,
     ) -> SendStatus {
         self.seal();
-        let payload = msg.as_bytes();
-        let len = encoded_len(payload.len());
+        let len = encoded_len(msg.len());
         // One slab lookup for the common case; `admit` only when the
         // outbound cap may apply.
-        if !self.within_cap(self.conns[key].outbox.queued(), len, exempt)
+        if !self.within_cap(self.conns[key].queued(), len, exempt)
             && let Err(status) = self.admit(key, len, exempt)
         {
             return status;
         }
-        let opcode = opcode_of(msg);
         let conn = &mut self.conns[key];
-        conn.outbox.push_owned_with(&mut self.pool, len, |buf| {
-            encode_frame(buf, opcode, payload)
-        });
+        if !conn.session.send(&mut self.pool, msg) {
+            return SendStatus::Closed;
+        }
         queue_flush(conn, key, &mut self.dirty);
         self.metrics.messages_out += 1;
         SendStatus::Queued
@@ -213,8 +215,8 @@ impl<S> Core<S> {
                 continue;
             }
             self.conns[key]
-                .outbox
-                .push_shared(&mut self.pool, frames.clone());
+                .session
+                .send_shared(&mut self.pool, frames.clone());
             self.metrics.messages_out += messages as u64;
             self.mark_dirty(key);
             delivered += 1;
@@ -290,7 +292,7 @@ impl<S> Core<S> {
             });
         }
         let pending = self.pending.as_mut().expect("a batch is pending");
-        encode_frame(&mut pending.frames, opcode_of(msg), msg.as_bytes());
+        encode_message(&mut pending.frames, msg);
         pending.messages += 1;
     }
 
@@ -371,114 +373,22 @@ impl<S> Core<S> {
     /// peer gets everything sent before, then the close frame.
     pub(crate) fn close_gracefully(&mut self, key: usize, code: CloseCode, reason: &str) {
         self.seal();
-        if let Phase::Open { partial, .. } = &mut self.conns[key].phase {
-            let partial = partial.take();
-            self.queue_after_data(key, &close_frame(code, reason));
-            self.enter_closing(key, CloseStart::KeepParsing(partial), code, reason);
-        }
+        let (now, config) = (self.now, &self.session_config);
+        let session = &mut self.conns[key].session;
+        session.close(code, reason, now, config, &mut self.pool);
+        self.mark_dirty(key);
+        self.schedule(key);
     }
 
     /// Closes ahead of queued data, which is discarded: the connection is
     /// failing (a limit, a timeout, a handler panic).
     pub(crate) fn close_urgently(&mut self, key: usize, code: CloseCode, reason: &str) {
         self.seal();
-        if let Phase::Open { partial, .. } = &mut self.conns[key].phase {
-            let partial = partial.take();
-            self.conns[key]
-                .outbox
-                .push_urgent(&mut self.pool, close_frame(code, reason), true);
-            self.enter_closing(key, CloseStart::KeepParsing(partial), code, reason);
-        }
-    }
-
-    /// The peer broke the protocol: after what was already queued (replies
-    /// to its valid messages), send the error's close code, stop parsing its
-    /// input, and wait for it to hang up.
-    pub(crate) fn fail(&mut self, key: usize, error: &ProtocolError) {
-        self.seal();
-        match &mut self.conns[key].phase {
-            Phase::Open { .. } => {
-                self.queue_after_data(key, &close_frame(error.code, error.reason));
-                self.enter_closing(key, CloseStart::DiscardInput, error.code, error.reason);
-            }
-            Phase::Closing(closing) => {
-                closing.parse_input = false;
-                closing.partial = None;
-            }
-            _ => {}
-        }
-    }
-
-    /// The peer sent a close frame. In the open phase it is answered (with
-    /// its code, or 1000 for an empty close) after queued data.
-    pub(crate) fn peer_closed(&mut self, key: usize, code: CloseCode, reason: &str) {
-        self.seal();
-        match &mut self.conns[key].phase {
-            Phase::Open { .. } => {
-                let echo = if code == CloseCode::NO_STATUS {
-                    CloseCode::NORMAL
-                } else {
-                    code
-                };
-                self.queue_after_data(key, &close_frame(echo, ""));
-                self.enter_closing(key, CloseStart::PeerClosed, code, reason);
-            }
-            Phase::Closing(closing) => {
-                closing.peer_closed = true;
-                closing.parse_input = false;
-                closing.partial = None;
-                self.mark_dirty(key);
-            }
-            _ => {}
-        }
-    }
-
-    /// Queues a final HTTP response; the connection is dropped once it is
-    /// written and the peer hung up (or the close timeout passed).
-    pub(crate) fn respond_and_close(&mut self, key: usize, response: Vec<u8>) {
-        self.seal();
-        self.queue_after_data(key, &response);
-        self.enter_closing(key, CloseStart::DiscardInput, CloseCode::ABNORMAL, "");
-    }
-
-    fn queue_after_data(&mut self, key: usize, bytes: &[u8]) {
-        self.conns[key]
-            .outbox
-            .push_owned_with(&mut self.pool, bytes.len(), |buf| {
-                buf.extend_from_slice(bytes)
-            });
-    }
-
-    fn enter_closing(&mut self, key: usize, start: CloseStart, code: CloseCode, reason: &str) {
-        let (parse_input, partial, peer_closed) = match start {
-            CloseStart::KeepParsing(partial) => (true, partial, false),
-            CloseStart::DiscardInput => (false, None, false),
-            CloseStart::PeerClosed => (false, None, true),
-        };
-        let closing = Closing {
-            parse_input,
-            partial,
-            deadline: self.now + self.config.close_timeout,
-            peer_closed,
-            code,
-            reason: reason.to_owned(),
-        };
-        self.conns[key].phase = Phase::Closing(Box::new(closing));
+        let (now, config) = (self.now, &self.session_config);
+        let session = &mut self.conns[key].session;
+        session.close_urgently(code, reason, now, config, &mut self.pool);
         self.mark_dirty(key);
         self.schedule(key);
-    }
-
-    /// Queues a ping (heartbeat) ahead of data.
-    pub(crate) fn send_ping(&mut self, key: usize) {
-        self.seal();
-        let conn = &mut self.conns[key];
-        if let Phase::Open { ping_sent, .. } = &mut conn.phase {
-            *ping_sent = Some(self.now);
-            let mut frame = self.pool.take(2);
-            encode_frame(&mut frame, OpCode::Ping, b"");
-            conn.outbox.push_urgent(&mut self.pool, frame, false);
-            self.mark_dirty(key);
-        }
     }
 }
 
@@ -491,34 +401,9 @@ fn queue_flush<S>(conn: &mut Connection<S>, key: usize, dirty: &mut Vec<usize>) 
     }
 }
 
-/// How a connection enters its closing phase.
-enum CloseStart {
-    /// We closed: keep decoding input to find the peer's close frame.
-    KeepParsing(Option<Box<Decoder>>),
-    /// The input can no longer be trusted (protocol error) or is not
-    /// WebSocket (plain HTTP): read and discard it until EOF.
-    DiscardInput,
-    /// The peer's close frame arrived: nothing more to read.
-    PeerClosed,
-}
-
 /// Who a frame from another thread goes to.
 pub(crate) enum Recipients<'a> {
     All,
     Topic(&'a str),
     One(usize),
-}
-
-pub(crate) fn opcode_of(msg: Message<'_>) -> OpCode {
-    match msg {
-        Message::Text(_) => OpCode::Text,
-        Message::Binary(_) => OpCode::Binary,
-    }
-}
-
-fn close_frame(code: CloseCode, reason: &str) -> Vec<u8> {
-    let payload = close_payload(code, reason);
-    let mut frame = Vec::with_capacity(encoded_len(payload.len()));
-    encode_frame(&mut frame, OpCode::Close, &payload);
-    frame
 }

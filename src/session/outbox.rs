@@ -52,7 +52,7 @@ impl Chunk {
 /// carried, so occasional large messages would slowly turn the whole pool
 /// into large buffers (the soak test saw RSS creep for minutes that way).
 #[derive(Debug, Default)]
-pub(crate) struct BufferPool {
+pub struct BufferPool {
     small: Vec<Vec<u8>>,
     large: Vec<Vec<u8>>,
     /// Boxed because an outbox holds its lanes boxed: they move back and
@@ -183,6 +183,18 @@ impl Outbox {
         encode(buf);
         let added = buf.len() - before;
         self.queued += added;
+    }
+
+    /// Queues `bytes` to be written before anything queued later, in any
+    /// lane: the `101` response, which must precede even a pong queued for
+    /// a ping that arrived with the upgrade request. The outbox must be
+    /// empty.
+    pub(crate) fn push_first(&mut self, pool: &mut BufferPool, bytes: &[u8]) {
+        debug_assert!(self.is_empty(), "push_first on a non-empty outbox");
+        let mut buf = pool.take(bytes.len());
+        buf.extend_from_slice(bytes);
+        self.queued += buf.len();
+        self.lanes(pool).partial = Some((Chunk::Owned(buf), 0));
     }
 
     /// Appends a shared frame to the data lane.

@@ -1,0 +1,407 @@
+//! Dispatch into the application: turns what sessions report (a request
+//! head, messages, errors, the end of a connection) into [`Handler`]
+//! callbacks, and applies what reads, writes and deadlines mean for the
+//! connection. Everything that calls into the handler lives here; the
+//! protocol's decisions are the session's.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use super::conn::AppSlot;
+use super::ctx::{ConnCtx, Ctx};
+use super::handler::{Handler, Response};
+use super::metrics::Metrics;
+use super::state::LoopState;
+use super::timers::SLACK;
+use crate::protocol::close::CloseCode;
+use crate::protocol::handshake::{Request, parse_request, switching_protocols};
+use crate::protocol::message::Decoder;
+use crate::session::{Expiry, Flushed, Inbound, Timeout};
+
+pub(crate) struct Dispatch<H: Handler> {
+    pub(crate) handler: H,
+    pub(crate) state: LoopState<H::State>,
+    /// The decoder for connections that are between messages.
+    pub(crate) decoder: Decoder,
+}
+
+/// What a complete request head leads to. Computed while the request still
+/// borrows the input, acted on after.
+enum HeadOutcome<S> {
+    NeedMore,
+    Respond {
+        response: Vec<u8>,
+        refused: bool,
+    },
+    Open {
+        state: S,
+        response: Vec<u8>,
+        head_len: usize,
+        path: String,
+    },
+}
+
+impl<H: Handler> Dispatch<H> {
+    /// Runs a callback about connection `key`, containing a panic to that
+    /// connection: it is closed with 1011 and the loop carries on.
+    pub(crate) fn call_conn(
+        &mut self,
+        key: usize,
+        f: impl FnOnce(&mut H, &mut ConnCtx<'_, H::State>),
+    ) {
+        let Dispatch { handler, state, .. } = self;
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            f(handler, &mut ConnCtx::new(state, key))
+        }));
+        if outcome.is_err() {
+            self.state.metrics.handler_panics += 1;
+            log::error!(
+                "handler panicked on {}: closing it with 1011",
+                self.state.id_of(key)
+            );
+            self.state
+                .close_urgently(key, CloseCode::INTERNAL_ERROR, "internal error");
+        }
+    }
+
+    /// Runs a callback not tied to a connection, containing a panic.
+    pub(crate) fn call_loop(&mut self, f: impl FnOnce(&mut H, &mut Ctx<'_, H::State>)) {
+        let Dispatch { handler, state, .. } = self;
+        let outcome = catch_unwind(AssertUnwindSafe(|| f(handler, &mut Ctx::new(state, None))));
+        if outcome.is_err() {
+            self.state.metrics.handler_panics += 1;
+            log::error!("handler panicked outside a connection callback; the loop carries on");
+        }
+    }
+
+    /// Handles bytes just read from connection `key`.
+    pub(crate) fn ingest(&mut self, key: usize, data: &mut [u8]) {
+        let session = &mut self.state.conns[key].session;
+        if let Some(partial) = session.take_partial_head() {
+            self.handshake_input(key, partial, data);
+        } else if session.wants_frames() {
+            self.frame_input(key, data);
+        }
+        // Anything else (a refused request, input after a protocol error)
+        // is read and discarded until the peer hangs up.
+    }
+
+    fn handshake_input(&mut self, key: usize, mut pending: Vec<u8>, data: &mut [u8]) {
+        if !pending.is_empty() {
+            pending.extend_from_slice(data);
+        }
+        let outcome = {
+            let source: &[u8] = if pending.is_empty() { data } else { &pending };
+            self.evaluate_head(key, source)
+        };
+        match outcome {
+            HeadOutcome::NeedMore => {
+                if pending.is_empty() {
+                    pending.extend_from_slice(data);
+                }
+                self.state.conns[key].session.keep_partial_head(pending);
+            }
+            HeadOutcome::Respond { response, refused } => {
+                if refused {
+                    self.state.metrics.handshake_failures += 1;
+                } else {
+                    self.state.metrics.http_requests += 1;
+                }
+                let state = &mut self.state;
+                let session = &mut state.conns[key].session;
+                session.refuse(&response, state.now, &state.session_config, &mut state.pool);
+                state.mark_dirty(key);
+                state.schedule(key);
+            }
+            HeadOutcome::Open {
+                state,
+                response,
+                head_len,
+                path,
+            } => {
+                self.open(key, state, response, &path);
+                // Bytes after the head are the client's first frames.
+                let rest: &mut [u8] = if pending.is_empty() {
+                    &mut data[head_len..]
+                } else {
+                    &mut pending[head_len..]
+                };
+                if !rest.is_empty() && self.state.conns.contains(key) {
+                    self.frame_input(key, rest);
+                }
+            }
+        }
+    }
+
+    /// Parses and judges a request head, consulting the application.
+    fn evaluate_head(&mut self, key: usize, source: &[u8]) -> HeadOutcome<H::State> {
+        let limits = self.state.config.head_limits();
+        let peer = self.state.conns[key].transport.peer_addr();
+        let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
+        let (request, head_len) = match parse_request(source, &mut headers, limits) {
+            Ok(None) => return HeadOutcome::NeedMore,
+            Ok(Some(parsed)) => parsed,
+            Err(e) => {
+                log::debug!("handshake from {peer:?} refused: {e}");
+                return HeadOutcome::Respond {
+                    response: e.response(),
+                    refused: true,
+                };
+            }
+        };
+        let request = request.with_peer(peer);
+        if !request.wants_upgrade() {
+            return HeadOutcome::Respond {
+                response: self.serve_http(&request),
+                refused: false,
+            };
+        }
+        let client_key = match request.validate_upgrade() {
+            Ok(k) => k,
+            Err(e) => {
+                log::debug!("upgrade from {peer:?} refused: {e}");
+                return HeadOutcome::Respond {
+                    response: e.response(),
+                    refused: true,
+                };
+            }
+        };
+        let decision = catch_unwind(AssertUnwindSafe(|| self.handler.on_upgrade(&request)));
+        match decision {
+            Ok(Ok(accept)) => HeadOutcome::Open {
+                response: switching_protocols(
+                    client_key,
+                    accept.protocol.as_deref(),
+                    &accept.headers,
+                ),
+                state: accept.state,
+                head_len,
+                path: request.path().to_owned(),
+            },
+            Ok(Err(refusal)) => {
+                log::debug!(
+                    "upgrade from {peer:?} rejected by the application: {}",
+                    refusal.status
+                );
+                HeadOutcome::Respond {
+                    response: refusal.to_bytes(),
+                    refused: true,
+                }
+            }
+            Err(_) => {
+                self.state.metrics.handler_panics += 1;
+                log::error!("on_upgrade panicked; answering 500");
+                let response = Response::new(500, "internal error\n");
+                HeadOutcome::Respond {
+                    response: response.to_bytes(),
+                    refused: true,
+                }
+            }
+        }
+    }
+
+    fn serve_http(&mut self, request: &Request<'_>) -> Vec<u8> {
+        let head_only = request.method() == "HEAD";
+        if request.method() != "GET" && !head_only {
+            return Response::new(405, "method not allowed\n")
+                .header("Allow", "GET, HEAD")
+                .serialize(false);
+        }
+        let Dispatch { handler, state, .. } = self;
+        let custom = catch_unwind(AssertUnwindSafe(|| {
+            handler.on_http(&mut Ctx::new(state, None), request)
+        }));
+        let response = match custom {
+            Ok(Some(response)) => response,
+            Ok(None) => builtin_route(request.path(), &self.state.metrics),
+            Err(_) => {
+                self.state.metrics.handler_panics += 1;
+                Response::new(500, "internal error\n")
+            }
+        };
+        response.serialize(head_only)
+    }
+
+    fn open(&mut self, key: usize, app_state: H::State, response: Vec<u8>, path: &str) {
+        // Broadcasts made before this connection opened are not for it.
+        let state = &mut self.state;
+        state.seal();
+        let session = &mut state.conns[key].session;
+        session.accept(&response, state.now, &mut state.pool);
+        state.conns[key].app = Some(AppSlot {
+            state: app_state,
+            topics: Vec::new(),
+        });
+        state.metrics.open += 1;
+        state.mark_dirty(key);
+        state.schedule(key);
+        log::debug!("{} open: {path}", state.id_of(key));
+        self.call_conn(key, |h, conn| h.on_open(conn));
+    }
+
+    /// Feeds input to the session frame by frame and hands its events to
+    /// the application.
+    ///
+    /// Between messages a connection keeps no decoder: the loop-wide one
+    /// is lent to it (see [`Session::lend_decoder`](crate::session::Session::lend_decoder)).
+    fn frame_input(&mut self, key: usize, data: &mut [u8]) {
+        let mut decoder = self.state.conns[key]
+            .session
+            .lend_decoder(&mut self.decoder);
+        let mut at = 0;
+        while at < data.len() {
+            let state = &mut self.state;
+            // Pending broadcasts go out before anything this input queues.
+            state.seal();
+            let received = state.conns[key].session.receive(
+                &mut decoder,
+                &mut data[at..],
+                state.now,
+                &state.session_config,
+                &mut state.pool,
+            );
+            at += received.consumed;
+            match received.event {
+                Some(Inbound::Message(msg)) => {
+                    self.state.metrics.messages_in += 1;
+                    self.call_conn(key, |h, conn| h.on_message(conn, msg));
+                }
+                Some(Inbound::Error(error)) => {
+                    log::debug!("{} protocol error: {error}", self.state.id_of(key));
+                    self.call_conn(key, |h, conn| h.on_error(conn, &error));
+                }
+                None => {}
+            }
+            if !self.state.conns[key].session.wants_frames() {
+                break;
+            }
+        }
+        let state = &mut self.state;
+        state.conns[key]
+            .session
+            .return_decoder(decoder, &mut self.decoder);
+        // A pong, a close reply or a closing state may have come of it.
+        if state.conns[key].session.queued() > 0 {
+            state.mark_dirty(key);
+        }
+        state.schedule(key);
+    }
+
+    /// The peer closed its side of the TCP connection.
+    pub(crate) fn end_of_input(&mut self, key: usize) {
+        // Half-closed: the peer may still read what was queued for it (the
+        // echo of its last message, the reply to its close frame).
+        let state = &mut self.state;
+        state.seal();
+        let conn = &mut state.conns[key];
+        if let Ok(written) = conn.session.write_to(&mut conn.transport, &mut state.pool) {
+            state.metrics.bytes_out += written as u64;
+        }
+        self.remove(key);
+    }
+
+    /// Frees connection `key`: ends its session, tells the application
+    /// (once, if it opened) how it ended, leaves its topics and drops the
+    /// socket.
+    pub(crate) fn remove(&mut self, key: usize) {
+        let conn = &mut self.state.conns[key];
+        let Some((code, reason)) = conn.session.finish() else {
+            return; // already being removed: `on_close` is running
+        };
+        if conn.app.is_some() {
+            let state = &mut self.state;
+            state.metrics.open -= 1;
+            *state
+                .metrics
+                .closed_by_code
+                .entry(code.as_u16())
+                .or_default() += 1;
+            log::debug!("{} closed: {code} {reason}", state.id_of(key));
+            self.call_conn(key, |h, conn| h.on_close(conn, code, &reason));
+            self.state.leave_all_topics(key);
+        }
+        self.state.conns.remove(key);
+    }
+
+    /// Writes what connection `key` has queued, then applies what the
+    /// session says is left: removal after a finished closing handshake,
+    /// the write shutdown, the drain callback, resumed reads.
+    pub(crate) fn flush(&mut self, key: usize) {
+        let state = &mut self.state;
+        let Some(conn) = state.conns.get_mut(key) else {
+            return;
+        };
+        conn.dirty = false;
+        match conn.session.write_to(&mut conn.transport, &mut state.pool) {
+            Ok(written) => state.metrics.bytes_out += written as u64,
+            Err(e) => {
+                log::debug!("{} write failed: {e}", state.id_of(key));
+                return self.remove(key);
+            }
+        }
+        let cap = state.config.max_outbound_buffer;
+        if conn.read_paused && conn.queued() <= cap / 2 {
+            conn.read_paused = false;
+            state.pending_reads.push(key);
+        }
+        match conn.session.after_write() {
+            Flushed::Pending => {
+                conn.congested = true;
+                return;
+            }
+            Flushed::Finished => return self.remove(key),
+            Flushed::ShutdownWrite => {
+                // Nothing more will ever be sent: say so, and wait for the
+                // peer's close frame or EOF.
+                let _ = conn.transport.shutdown_write();
+            }
+            Flushed::Idle => {}
+        }
+        if std::mem::take(&mut conn.congested) && conn.is_open() {
+            self.call_conn(key, |h, conn| h.on_drain(conn));
+        }
+    }
+
+    /// Acts on connection `key`'s deadlines that are due.
+    pub(crate) fn check_deadlines(&mut self, key: usize) {
+        let state = &mut self.state;
+        // Timer entries come due within SLACK of their tick.
+        let now = state.now + SLACK;
+        state.seal();
+        let conn = &mut state.conns[key];
+        match conn
+            .session
+            .handle_timeout(now, &state.session_config, &mut state.pool)
+        {
+            Timeout::Nothing => {}
+            Timeout::Queued => state.mark_dirty(key),
+            Timeout::Expired(expiry) => {
+                match expiry {
+                    Expiry::Handshake => {
+                        log::debug!("handshake from {:?} timed out", conn.transport.peer_addr());
+                        state.metrics.handshake_failures += 1;
+                    }
+                    Expiry::Pong => {
+                        log::debug!(
+                            "{} sent nothing after a ping: dropping it",
+                            state.id_of(key)
+                        );
+                    }
+                    Expiry::Close => {}
+                }
+                self.remove(key);
+            }
+        }
+    }
+}
+
+/// Serves `GET /healthz` and `GET /metrics`; anything else is `404`.
+/// Applications add routes with [`Handler::on_http`], which is consulted
+/// first.
+fn builtin_route(path: &str, metrics: &Metrics) -> Response {
+    match path {
+        "/healthz" => Response::new(200, "ok\n"),
+        "/metrics" => Response::new(200, metrics.to_prometheus())
+            .content_type("text/plain; version=0.0.4; charset=utf-8"),
+        _ => Response::new(404, "not found\n"),
+    }
+}
