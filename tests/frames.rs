@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::time::Duration;
 
 use common::*;
@@ -142,6 +143,24 @@ fn ping_gets_pong_with_the_same_payload() {
     ws.send(true, PING, &[]);
     let frame = ws.read_frame();
     assert_eq!((frame.opcode, frame.payload.len()), (PONG, 0));
+}
+
+#[test]
+fn a_ping_sent_with_the_upgrade_request_is_answered_after_the_101() {
+    // Pongs are written ahead of queued data; the 101 must still come
+    // first, or the client reads a frame where it expects the status line.
+    let server = TestServer::start();
+    let mut stream = connect(server.addr);
+    let mut bytes = upgrade_request("/", &[]).into_bytes();
+    bytes.extend(client_frame(true, 0, PING, b"early"));
+    bytes.extend(client_frame(true, 0, TEXT, b"and a message"));
+    stream.write_all(&bytes).unwrap();
+    let response = read_http_response(&mut stream);
+    assert_eq!(response.status, 101, "{response:?}");
+    let mut ws = RawWs::from_parts(stream, response.rest);
+    let pong = ws.read_frame();
+    assert_eq!((pong.opcode, &pong.payload[..]), (PONG, &b"early"[..]));
+    assert_eq!(ws.read_text(), "and a message");
 }
 
 #[test]
