@@ -108,7 +108,14 @@ fn an_idle_connection_stays_small() {
     // socket is 4 bytes in release builds, more with debug assertions), and
     // the session is its state, its queue and two ticks.
     assert_eq!(size_of::<Transport>(), size_of::<mio::net::TcpStream>());
-    assert!(size_of::<Session>() <= 56, "Session grew to {} bytes", size_of::<Session>());
+    assert!(
+        size_of::<Session>() <= 56,
+        "Session grew to {} bytes",
+        size_of::<Session>()
+    );
     let rest = size_of::<Connection<()>>() - size_of::<Transport>() - size_of::<Session>();
-    assert!(rest <= 48, "the connection's own fields grew to {rest} bytes");
+    assert!(
+        rest <= 48,
+        "the connection's own fields grew to {rest} bytes"
+    );
 }

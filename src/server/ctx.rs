@@ -14,6 +14,7 @@ use super::state::LoopState;
 use super::timers::TimerKind;
 use crate::protocol::close::CloseCode;
 use crate::protocol::message::Message;
+use crate::session::CloseOrder;
 
 /// The first token of the range reserved for the application's own sources.
 pub(crate) const USER_TOKEN_BASE: usize = 1 << (usize::BITS - 2);
@@ -98,7 +99,7 @@ impl<'a, S> Ctx<'a, S> {
     /// messages already queued for it.
     pub fn close_conn(&mut self, id: ConnId, code: CloseCode, reason: &str) {
         if let Some(key) = self.state.open_key(id) {
-            self.state.close_gracefully(key, code, reason);
+            self.state.close(key, code, reason, CloseOrder::AfterData);
         }
     }
 
@@ -227,7 +228,9 @@ impl<'a, S> ConnCtx<'a, S> {
     /// Closes this connection with `code` and `reason`, after the messages
     /// already queued for it.
     pub fn close(&mut self, code: CloseCode, reason: &str) {
-        self.ctx.state.close_gracefully(self.key, code, reason);
+        self.ctx
+            .state
+            .close(self.key, code, reason, CloseOrder::AfterData);
     }
 
     /// Subscribes this connection to `topic`.

@@ -15,7 +15,7 @@ use super::timers::SLACK;
 use crate::protocol::close::CloseCode;
 use crate::protocol::handshake::{Request, parse_request, switching_protocols};
 use crate::protocol::message::Decoder;
-use crate::session::{Expiry, Flushed, Inbound, Timeout};
+use crate::session::{CloseOrder, Expiry, Flushed, Inbound, Timeout};
 
 pub(crate) struct Dispatch<H: Handler> {
     pub(crate) handler: H,
@@ -58,8 +58,12 @@ impl<H: Handler> Dispatch<H> {
                 "handler panicked on {}: closing it with 1011",
                 self.state.id_of(key)
             );
-            self.state
-                .close_urgently(key, CloseCode::INTERNAL_ERROR, "internal error");
+            self.state.close(
+                key,
+                CloseCode::INTERNAL_ERROR,
+                "internal error",
+                CloseOrder::AheadOfData,
+            );
         }
     }
 

@@ -52,7 +52,7 @@ use self::timers::TimerKind;
 use self::transport::{Input, Transport};
 use crate::protocol::close::CloseCode;
 use crate::protocol::message::Decoder;
-use crate::session::Phase;
+use crate::session::{CloseOrder, Phase};
 
 const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
@@ -398,7 +398,7 @@ impl<H: Handler> Server<H> {
                 }
                 Command::Close(id, code, reason) => {
                     if let Some(key) = state.open_key(id) {
-                        state.close_gracefully(key, code, &reason);
+                        state.close(key, code, &reason, CloseOrder::AfterData);
                     }
                 }
                 Command::Post(value) => self.dispatch.call_loop(|h, ctx| h.on_post(ctx, value)),
@@ -463,10 +463,11 @@ impl<H: Handler> Server<H> {
         for key in keys {
             match self.dispatch.state.conns[key].session.phase() {
                 Phase::Handshaking => self.dispatch.remove(key),
-                Phase::Open => self.dispatch.state.close_gracefully(
+                Phase::Open => self.dispatch.state.close(
                     key,
                     CloseCode::GOING_AWAY,
                     "server shutting down",
+                    CloseOrder::AfterData,
                 ),
                 _ => {}
             }

@@ -17,8 +17,8 @@ use super::topics::Topics;
 use crate::protocol::close::CloseCode;
 use crate::protocol::frame::encoded_len;
 use crate::protocol::message::{Message, encode_message};
-use crate::session::SessionConfig;
 use crate::session::outbox::BufferPool;
+use crate::session::{CloseOrder, SessionConfig};
 
 pub(crate) struct LoopState<S> {
     pub(crate) config: Config,
@@ -161,7 +161,12 @@ impl<S> LoopState<S> {
                     "{} over its outbound cap ({queued} bytes queued): closing",
                     self.id_of(key)
                 );
-                self.close_urgently(key, code, "outbound queue over its cap");
+                self.close(
+                    key,
+                    code,
+                    "outbound queue over its cap",
+                    CloseOrder::AheadOfData,
+                );
                 Err(SendStatus::ClosedByBackpressure)
             }
         }
@@ -369,24 +374,21 @@ impl<S> LoopState<S> {
         }
     }
 
-    /// Starts the closing handshake from our side after queued data: the
-    /// peer gets everything sent before, then the close frame.
-    pub(crate) fn close_gracefully(&mut self, key: usize, code: CloseCode, reason: &str) {
+    /// Starts the closing handshake from our side: after queued data (the
+    /// peer gets everything sent before, then the close frame) or, for a
+    /// failing connection (a limit, a timeout, a handler panic), ahead of
+    /// it, discarding it.
+    pub(crate) fn close(&mut self, key: usize, code: CloseCode, reason: &str, order: CloseOrder) {
         self.seal();
-        let (now, config) = (self.now, &self.session_config);
         let session = &mut self.conns[key].session;
-        session.close(code, reason, now, config, &mut self.pool);
-        self.mark_dirty(key);
-        self.schedule(key);
-    }
-
-    /// Closes ahead of queued data, which is discarded: the connection is
-    /// failing (a limit, a timeout, a handler panic).
-    pub(crate) fn close_urgently(&mut self, key: usize, code: CloseCode, reason: &str) {
-        self.seal();
-        let (now, config) = (self.now, &self.session_config);
-        let session = &mut self.conns[key].session;
-        session.close_urgently(code, reason, now, config, &mut self.pool);
+        session.close_with(
+            order,
+            code,
+            reason,
+            self.now,
+            &self.session_config,
+            &mut self.pool,
+        );
         self.mark_dirty(key);
         self.schedule(key);
     }

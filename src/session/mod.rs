@@ -146,6 +146,17 @@ struct Closing {
     write_shut: bool,
 }
 
+/// Where our close frame goes in the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseOrder {
+    /// After everything already queued: nothing accepted for sending is
+    /// lost.
+    AfterData,
+    /// Ahead of queued data, which is discarded (a frame partly written is
+    /// finished first).
+    AheadOfData,
+}
+
 /// What a closing session still waits for from the peer.
 #[derive(Debug)]
 enum Awaiting {
@@ -523,11 +534,7 @@ impl Session {
         config: &SessionConfig,
         pool: &mut BufferPool,
     ) {
-        if let State::Open { partial, .. } = &mut self.state {
-            let partial = partial.take();
-            self.queue_after_data(pool, &close_frame(code, reason));
-            self.enter_closing(Awaiting::CloseFrame(partial), code, reason, now, config);
-        }
+        self.close_with(CloseOrder::AfterData, code, reason, now, config, pool);
     }
 
     /// Closes ahead of queued data, which is discarded: the connection is
@@ -540,12 +547,30 @@ impl Session {
         config: &SessionConfig,
         pool: &mut BufferPool,
     ) {
-        if let State::Open { partial, .. } = &mut self.state {
-            let partial = partial.take();
-            self.outbox
-                .push_urgent(pool, close_frame(code, reason), true);
-            self.enter_closing(Awaiting::CloseFrame(partial), code, reason, now, config);
+        self.close_with(CloseOrder::AheadOfData, code, reason, now, config, pool);
+    }
+
+    /// Starts the closing handshake from our side with our close frame
+    /// placed by `order`. Only when open.
+    pub fn close_with(
+        &mut self,
+        order: CloseOrder,
+        code: CloseCode,
+        reason: &str,
+        now: Tick,
+        config: &SessionConfig,
+        pool: &mut BufferPool,
+    ) {
+        let State::Open { partial, .. } = &mut self.state else {
+            return;
+        };
+        let partial = partial.take();
+        let frame = close_frame(code, reason);
+        match order {
+            CloseOrder::AfterData => self.queue_after_data(pool, &frame),
+            CloseOrder::AheadOfData => self.outbox.push_urgent(pool, frame, true),
         }
+        self.enter_closing(Awaiting::CloseFrame(partial), code, reason, now, config);
     }
 
     /// The peer broke the protocol: after what was already queued (replies
