@@ -79,20 +79,22 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
+        let session = SessionConfig::default();
+        let limits = session.decoder_limits;
         Config {
-            max_message_size: 16 << 20,
-            max_frame_size: 16 << 20,
-            max_fragments: 100_000,
+            max_message_size: limits.max_message_size,
+            max_frame_size: limits.max_frame_size,
+            max_fragments: limits.max_fragments,
             max_header_bytes: 8 * 1024,
             max_headers: 64,
             max_connections: 100_000,
             max_outbound_buffer: 1 << 20,
             backpressure: Backpressure::Close(CloseCode::POLICY),
-            handshake_timeout: Duration::from_secs(10),
-            close_timeout: Duration::from_secs(5),
-            ping_interval: Some(Duration::from_secs(20)),
-            pong_timeout: Duration::from_secs(10),
-            idle_timeout: None,
+            handshake_timeout: session.handshake_timeout,
+            close_timeout: session.close_timeout,
+            ping_interval: session.ping_interval,
+            pong_timeout: session.pong_timeout,
+            idle_timeout: session.idle_timeout,
             read_buffer_size: 64 * 1024,
         }
     }

@@ -283,8 +283,13 @@ impl<H: Handler> Dispatch<H> {
         state.conns[key]
             .session
             .return_decoder(decoder, &mut self.decoder);
-        // A pong, a close reply or a closing state may have come of it.
-        if state.conns[key].session.queued() > 0 {
+        // A pong or a close reply may have been queued, or the peer's close
+        // may have completed our closing handshake: `after_write` must run
+        // either way. (Readiness events usually report the socket writable
+        // too, which would flush it, but that is epoll's habit, not a
+        // promise.)
+        let session = &state.conns[key].session;
+        if session.queued() > 0 || !session.is_open() {
             state.mark_dirty(key);
         }
         state.schedule(key);

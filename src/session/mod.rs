@@ -79,9 +79,18 @@ pub struct SessionConfig {
     pub decoder_limits: DecoderLimits,
 }
 
+/// The defaults of [`Config`](crate::Config), which takes its timeouts and
+/// limits from here.
 impl Default for SessionConfig {
     fn default() -> Self {
-        crate::Config::default().session_config()
+        SessionConfig {
+            handshake_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(5),
+            ping_interval: Some(Duration::from_secs(20)),
+            pong_timeout: Duration::from_secs(10),
+            idle_timeout: None,
+            decoder_limits: DecoderLimits::default(),
+        }
     }
 }
 
@@ -118,6 +127,8 @@ enum State {
     /// whole head arrives in one read. Boxed to keep every session (most
     /// of them open, none of them with a head) two words smaller.
     Handshaking {
+        // A thin pointer: `Box<[u8]>` would be two words.
+        #[allow(clippy::box_collection)]
         head: Option<Box<Vec<u8>>>,
         deadline: Tick,
     },
@@ -277,7 +288,9 @@ impl Session {
     /// `None` in any other phase.
     pub fn take_partial_head(&mut self) -> Option<Vec<u8>> {
         match &mut self.state {
-            State::Handshaking { head, .. } => Some(head.take().map_or_else(Vec::new, |h| *h)),
+            State::Handshaking { head, .. } => {
+                Some(head.take().map_or_else(Vec::new, |head| *head))
+            }
             _ => None,
         }
     }
