@@ -332,7 +332,7 @@ impl Session {
         if !matches!(self.state, State::Handshaking { .. }) {
             return;
         }
-        self.queue_after_data(pool, response);
+        self.outbox.push_first(pool, response);
         self.enter_closing(Awaiting::Eof, CloseCode::ABNORMAL, "", now, config);
     }
 
@@ -492,7 +492,7 @@ impl Session {
             return false;
         }
         self.outbox
-            .push_owned_with(pool, encoded_len(msg.len()), |buf| encode_message(buf, msg));
+            .push_frame_with(pool, encoded_len(msg.len()), |buf| encode_message(buf, msg));
         true
     }
 
@@ -649,9 +649,10 @@ impl Session {
         }));
     }
 
+    /// Queues one whole frame after the data already queued.
     fn queue_after_data(&mut self, pool: &mut BufferPool, bytes: &[u8]) {
         self.outbox
-            .push_owned_with(pool, bytes.len(), |buf| buf.extend_from_slice(bytes));
+            .push_frame_with(pool, bytes.len(), |buf| buf.extend_from_slice(bytes));
     }
 
     /// Ends the session, whatever its phase (a finished handshake, a

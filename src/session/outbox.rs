@@ -11,6 +11,8 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::rc::Rc;
 
+use crate::protocol::frame::FrameHeader;
+
 /// The most buffers handed to one `writev`.
 const MAX_IOVECS: usize = 64;
 /// The iovec array used when no more chunks than this are queued.
@@ -27,16 +29,20 @@ const MAX_PENDING_PONGS: usize = 16;
 /// One queued piece of output.
 #[derive(Debug)]
 pub(crate) enum Chunk {
-    /// Bytes only this connection will send.
+    /// Whole WebSocket frames only this connection will send, coalesced:
+    /// frame boundaries can be found again by walking the headers.
+    Frames(Vec<u8>),
+    /// Other bytes only this connection will send: an HTTP response, a
+    /// control frame.
     Owned(Vec<u8>),
-    /// A frame shared with other recipients of the same broadcast.
+    /// Frames shared with other recipients of the same broadcast.
     Shared(Rc<Vec<u8>>),
 }
 
 impl Chunk {
     fn bytes(&self) -> &[u8] {
         match self {
-            Chunk::Owned(v) => v,
+            Chunk::Frames(v) | Chunk::Owned(v) => v,
             Chunk::Shared(v) => v,
         }
     }
@@ -159,9 +165,9 @@ impl Outbox {
         self.queued == 0
     }
 
-    /// Appends an owned frame to the data lane, written by `encode` into a
+    /// Appends one whole frame to the data lane, written by `encode` into a
     /// buffer taken from the pool or shared with the previous small frame.
-    pub(crate) fn push_owned_with(
+    pub(crate) fn push_frame_with(
         &mut self,
         pool: &mut BufferPool,
         len_hint: usize,
@@ -170,14 +176,14 @@ impl Outbox {
         let data = &mut self.lanes(pool).data;
         let coalesce = matches!(
             data.back(),
-            Some(Chunk::Owned(buf))
+            Some(Chunk::Frames(buf))
                 if len_hint <= COALESCE_FRAME && buf.len() + len_hint <= COALESCE_LIMIT
         );
         if !coalesce {
-            data.push_back(Chunk::Owned(pool.take(len_hint)));
+            data.push_back(Chunk::Frames(pool.take(len_hint)));
         }
-        let Some(Chunk::Owned(buf)) = data.back_mut() else {
-            unreachable!("the back chunk is owned");
+        let Some(Chunk::Frames(buf)) = data.back_mut() else {
+            unreachable!("the back chunk holds frames");
         };
         let before = buf.len();
         encode(buf);
@@ -186,9 +192,9 @@ impl Outbox {
     }
 
     /// Queues `bytes` to be written before anything queued later, in any
-    /// lane: the `101` response, which must precede even a pong queued for
-    /// a ping that arrived with the upgrade request. The outbox must be
-    /// empty.
+    /// lane: an HTTP response, such as the `101`, which must precede even a
+    /// pong queued for a ping that arrived with the upgrade request. The
+    /// outbox must be empty.
     pub(crate) fn push_first(&mut self, pool: &mut BufferPool, bytes: &[u8]) {
         debug_assert!(self.is_empty(), "push_first on a non-empty outbox");
         let mut buf = pool.take(bytes.len());
@@ -228,8 +234,8 @@ impl Outbox {
     ) {
         let added = frame.len();
         let lanes = self.lanes(pool);
-        let dropped: usize = if discard_data {
-            lanes.data.drain(..).map(|c| c.bytes().len()).sum()
+        let dropped = if discard_data {
+            lanes.discard_unstarted_frames(pool)
         } else {
             0
         };
@@ -279,6 +285,25 @@ impl Outbox {
 }
 
 impl Lanes {
+    /// Drops every data frame not yet started, including those coalesced
+    /// behind a partly written one (which is finished, never split).
+    /// Returns the bytes dropped.
+    fn discard_unstarted_frames(&mut self, pool: &mut BufferPool) -> usize {
+        let mut dropped: usize = self.data.drain(..).map(|c| c.bytes().len()).sum();
+        if let Some((Chunk::Frames(buf), offset)) = &mut self.partial {
+            let end = end_of_started_frames(buf, *offset);
+            dropped += buf.len() - end;
+            buf.truncate(end);
+            if end == *offset {
+                // The written part ended on a frame boundary.
+                if let Some((chunk, _)) = self.partial.take() {
+                    recycle(chunk, pool);
+                }
+            }
+        }
+        dropped
+    }
+
     /// Queued chunks, including a partly written one.
     fn chunk_count(&self) -> usize {
         usize::from(self.partial.is_some()) + self.pongs.len() + self.urgent.len() + self.data.len()
@@ -343,14 +368,32 @@ impl Lanes {
 }
 
 fn recycle(chunk: Chunk, pool: &mut BufferPool) {
-    if let Chunk::Owned(buf) = chunk {
+    if let Chunk::Frames(buf) | Chunk::Owned(buf) = chunk {
         pool.give(buf);
     }
+}
+
+/// The end of the last frame in `frames` that starts before `written`: the
+/// frames up to there have begun going out and must be finished.
+fn end_of_started_frames(frames: &[u8], written: usize) -> usize {
+    let mut at = 0;
+    while at < written {
+        // The buffer holds frames this server encoded: their headers parse.
+        let Ok(Some((header, used))) = FrameHeader::decode(&frames[at..]) else {
+            return frames.len();
+        };
+        let end = at
+            .saturating_add(used)
+            .saturating_add(usize::try_from(header.payload_len).unwrap_or(usize::MAX));
+        at = end.min(frames.len());
+    }
+    at
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::frame::{OpCode, encode_frame, encoded_len};
 
     /// A writer that takes at most `limit` bytes per call, then blocks.
     struct Trickle {
@@ -436,10 +479,50 @@ mod tests {
         let mut pool = BufferPool::default();
         let mut outbox = Outbox::default();
         for _ in 0..100 {
-            outbox.push_owned_with(&mut pool, 3, |b| b.extend_from_slice(b"abc"));
+            outbox.push_frame_with(&mut pool, 3, |b| encode_frame(b, OpCode::Text, b"a"));
         }
         assert_eq!(outbox.lanes.as_ref().unwrap().data.len(), 1);
         assert_eq!(outbox.queued(), 300);
+    }
+
+    #[test]
+    fn an_urgent_close_cuts_coalesced_frames_at_the_end_of_the_started_one() {
+        // Frames of every header length class, coalesced where small.
+        let sizes = [5usize, 200, 70_000, 3];
+        let mut whole = Vec::new();
+        let mut ends = Vec::new();
+        for (i, &len) in sizes.iter().enumerate() {
+            encode_frame(&mut whole, OpCode::Binary, &vec![i as u8; len]);
+            ends.push(whole.len());
+        }
+        for written in [1, ends[0] - 1, ends[0], ends[0] + 1, ends[1], ends[2] - 7] {
+            let mut pool = BufferPool::default();
+            let mut outbox = Outbox::default();
+            for (i, &len) in sizes.iter().enumerate() {
+                let payload = vec![i as u8; len];
+                outbox.push_frame_with(&mut pool, encoded_len(len), |b| {
+                    encode_frame(b, OpCode::Binary, &payload)
+                });
+            }
+            let mut sink = Trickle {
+                out: Vec::new(),
+                per_call: written,
+                calls_left: 1,
+            };
+            outbox.flush(&mut sink, &mut pool).unwrap();
+            outbox.push_urgent(&mut pool, vec![0x88, 0], true);
+            sink.per_call = usize::MAX;
+            sink.calls_left = usize::MAX;
+            outbox.flush(&mut sink, &mut pool).unwrap();
+            // Everything up to the end of the frame that had started, then
+            // the close, then nothing.
+            let started_end = *ends.iter().find(|&&end| end >= written).unwrap();
+            let mut expected = whole[..started_end].to_vec();
+            expected.extend_from_slice(&[0x88, 0]);
+            assert_eq!(sink.out.len(), expected.len(), "written {written}");
+            assert_eq!(sink.out, expected, "written {written}");
+            assert!(outbox.is_empty());
+        }
     }
 
     #[test]

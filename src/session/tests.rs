@@ -570,13 +570,10 @@ fn an_urgent_close_never_splits_a_partly_written_frame() {
 }
 
 #[test]
-#[ignore = "BUG: close_urgently sends small frames coalesced with a partly written one"]
 fn an_urgent_close_discards_small_frames_behind_a_partly_written_one() {
-    // `Outbox::push_owned_with` appends small frames to the last owned
-    // chunk. Once the first byte of that chunk is written, the whole chunk
-    // is the partial one, so `push_urgent(.., discard_data: true)` cannot
-    // drop the frames after the started one: "second" has not started, yet
-    // it goes out ahead of the close frame (as would up to 64 KiB of them).
+    // Small frames are coalesced into one buffer; once its first byte is
+    // written the whole buffer is the partly written chunk, yet the frames
+    // behind the started one have not started and must be dropped.
     let mut peer = Peer::open(config());
     assert!(peer.send("first"));
     assert!(peer.send("second"));
