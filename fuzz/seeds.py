@@ -164,19 +164,67 @@ def decoder_seeds():
     }
 
 
+# Script opcodes of the connection target (`Harness::step` in
+# fuzz/fuzz_targets/connection.rs). Each takes the argument bytes noted.
+(FEED, FEED64, FEED_BYTES, FEED_REST, ADVANCE, ADVANCE_FAR, TO_DEADLINE, WRITE, SEND,
+ SEND_SHARED, CLOSE, CLOSE_URGENTLY, EOF, PROBE, TURN, WRITE_ALL) = range(16)
+# WRITE / EOF argument: 0..63 a budget of that many bytes, 64+k 64+97k bytes,
+# 128+k up to 32 calls of k+1 bytes (odd k: one EINTR first), 191 or 200+ all,
+# 192..199 a few bytes then ECONNRESET (even) or a zero-byte write (odd).
+WRITE_BLOCK, WRITE_TRICKLE, WRITE_TRICKLE_EINTR, WRITE_RESET, WRITE_ZERO = 0, 128, 129, 192, 193
+# SEND argument: bit 0 text, bits 1-4 the size index (0 1 5 16 17 33 125 126
+# 127 300 2049 4097 65535 65536 8 3), bits 5-7 the fill. SEND_SHARED
+# argument: bit 0 two messages, bit 1 text first, bits 2-7 the size index.
+# CLOSE / CLOSE_URGENTLY arguments: the code index (1000 1001 1002 1003 1007
+# 1008 1009 1010 1011 3000 3999 4000 4999 1005 1006 1015), then the reason
+# (bit 7: two-byte characters; bits 0-6 its length).
+
+
+def send(size_index, text=True, fill=0):
+    return (SEND, (fill << 5) | (size_index << 1) | int(text))
+
+
+def conn_prefix(selector):
+    """The bytes the target writes ahead of the stream (`prefix` there)."""
+    def upgrade(target, extra=b"", end=True):
+        head = (b"GET " + target + b" HTTP/1.1\r\nHost: fuzz\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Key: " + KEY + b"\r\n"
+                b"Sec-WebSocket-Version: 13\r\n" + extra)
+        return head + b"\r\n" if end else head
+    return {
+        0: b"",
+        2: upgrade(b"/chat?room=a%20b", b"Sec-WebSocket-Protocol: chat, superchat\r\nOrigin: http://o\r\n"),
+        3: upgrade(b"/", b"X-Echo: ", end=False),
+        4: b"GET /metrics HTTP/1.1\r\nHost: fuzz\r\n\r\n",
+        5: upgrade(b"/deny"),
+        6: b"GET / HTTP/1.1\r\nHost fuzz\r\n\r\n",
+    }.get(selector, upgrade(b"/"))
+
+
 def connection_seeds():
-    # Byte 0: bit 0 = server (0 default, 1 tight), bits 1-3 = prefix
-    # (0 none, 1/6/7 upgrade "/", 2 upgrade with subprotocols, 3 unfinished
-    # head ending in "X-Echo: ", 4 GET /metrics, 5 upgrade to /deny).
-    # Byte 1: piece-size seed (0 = one write, else pieces of 1..=n%64).
-    def seed(prefix, stream=b"", server=0, pieces=0):
-        return bytes([(prefix << 1) | server, pieces]) + stream
+    # Byte 0: bits 0 and 4 = configuration (0 default, 1 tight, 2 zero
+    # timeouts, 3 tiny frames without heartbeat); bits 1-3 = prefix (0 none,
+    # 1/7 upgrade "/", 2 upgrade with subprotocols, 3 unfinished head ending
+    # in "X-Echo: ", 4 GET /metrics, 5 upgrade to /deny, 6 malformed head);
+    # bit 7 = no clock run at the end. Byte 1: the script's length; then the
+    # script (steps above), then the client's stream. After the script the
+    # target reads the rest, writes everything, runs the clock from deadline
+    # to deadline and ends with EOF.
+    def seed(prefix, stream=b"", config=0, script=(), pieces=0, clock=True):
+        steps = [b for step in script for b in ((step,) if isinstance(step, int) else step)]
+        if pieces:
+            total = len(conn_prefix(prefix)) + len(stream)
+            steps += [FEED, pieces - 1] * min(-(-total // pieces), 120)
+        assert len(steps) <= 255, len(steps)
+        selector = (config & 1) | (prefix << 1) | ((config & 2) << 3) | (0 if clock else 0x80)
+        return bytes([selector, len(steps)] + steps) + stream
 
     hello = text("Hello")
     bye = close(1000, b"bye")
+    upgrade_len = len(conn_prefix(1))
     return {
         "echo-default": seed(1, hello + bye),
-        "echo-tight": seed(1, hello + bye, server=1),
+        "echo-tight": seed(1, hello + bye, config=1),
         "echo-bytewise": seed(1, hello + binary(bytes(300)) + bye, pieces=1),
         "fragmented-ping": seed(1, text("Hel", fin=False) + ping(b"p") + cont("lo") + bye, pieces=7),
         "commands": seed(
@@ -185,33 +233,100 @@ def connection_seeds():
             + text("+x") + text("T\x05") + text("-room") + text("!\x0f\xa0going"),
             pieces=63,
         ),
-        "server-close-by-id": seed(1, text("Xbye") + text("after")),
-        "timer-tight": seed(1, text("T\x01") + text("#all"), server=1),
+        "server-close-urgently": seed(1, text("Xbye") + text("after")),
         "raw-handshake": seed(0, RFC_REQUEST + hello + bye),
         "raw-handshake-split": seed(0, RFC_REQUEST + hello, pieces=5),
+        "head-bytewise": seed(0, RFC_REQUEST + hello, script=[(FEED_BYTES, 31)] * 8 + [WRITE_ALL]),
         "subprotocol": seed(2, hello + pong(b"unsolicited") + bye),
         "unfinished-head": seed(3, b"v\r\n\r\n" + hello + bye),
         "header-injection": seed(3, b"a\rb\r\n\r\n" + hello),
         "metrics": seed(4, b"pipelined junk"),
+        "malformed-head": seed(6, hello),
         "custom-route": seed(0, b"GET /custom HTTP/1.1\r\nHost: h\r\n\r\n"),
+        "head-request": seed(0, b"HEAD /healthz HTTP/1.1\r\nHost: h\r\n\r\n"),
         "post": seed(0, b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi"),
-        "deny": seed(5, hello),
+        "deny": seed(5, hello, script=[FEED_REST, (WRITE, 10), (WRITE, 191), FEED_REST, (EOF, 191)]),
         "huge-announced-length": seed(1, frame(0x2, b"few bytes", length=10 << 20)),
         "huge-64bit-length": seed(1, frame(0x2, b"few bytes", length=1 << 62)),
-        "too-big-tight": seed(1, binary(bytes(3000)), server=1, pieces=40),
+        "huge-40bit-length-in-pieces": seed(1, frame(0x2, b"few bytes", length=1 << 40), pieces=3),
+        "too-big-tight": seed(1, binary(bytes(3000)), config=1, pieces=40),
         "too-many-fragments-tight": seed(
-            1, text("a", fin=False) + b"".join(cont("a", fin=False) for _ in range(20)) + cont("z"), server=1
+            1, text("a", fin=False) + b"".join(cont("a", fin=False) for _ in range(20)) + cont("z"), config=1
         ),
+        "tiny-frames": seed(1, text("a" * 20) + text("b", fin=False) + cont("c", fin=False) + cont("d"), config=3),
         "invalid-utf8": seed(1, text(b"\xc0\xaf") + hello),
         "unmasked": seed(1, frame(0x1, b"hi", mask=None)),
         "close-then-data": seed(1, bye + hello + ping()),
         "ping-flood": seed(1, b"".join(ping(bytes([i])) for i in range(40))),
         "too-many-headers-tight": seed(
-            0, b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(20)) + b"\r\n", server=1
+            0, b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(20)) + b"\r\n", config=1
         ),
+        # Partial writes: a few bytes at a time, blocking in between.
+        "partial-writes": seed(1, hello + binary(bytes(200)) + ping(b"x") + bye, script=[
+            FEED_REST, (WRITE, 3), (WRITE, 0), (WRITE, 50), (WRITE, WRITE_TRICKLE + 6),
+            (WRITE, WRITE_TRICKLE_EINTR), (WRITE, 191)]),
+        "write-reset": seed(1, hello, script=[FEED_REST, (WRITE, WRITE_RESET + 2)]),
+        "write-zero": seed(1, hello, script=[FEED_REST, (WRITE, WRITE_ZERO)]),
+        # Heartbeats: a ping after 20 s of silence, the pong timeout 10 s later.
+        "ping-then-pong-timeout": seed(1, hello, script=[
+            FEED_REST, WRITE_ALL, (ADVANCE_FAR, 80), WRITE_ALL, (ADVANCE_FAR, 40), WRITE_ALL]),
+        "ping-answered-tight": seed(1, hello + pong() + text("again") + bye, config=1, script=[
+            (FEED, upgrade_len + len(hello) - 1), WRITE_ALL, (ADVANCE, 60), WRITE_ALL,
+            (FEED, len(pong()) - 1), (ADVANCE, 60), (FEED, 255), WRITE_ALL]),
+        "idle-timeout-tight": seed(1, hello, config=1, script=[
+            FEED_REST, WRITE_ALL, (ADVANCE, 200), (ADVANCE, 150), WRITE_ALL, (ADVANCE, 255),
+            (ADVANCE, 255), WRITE_ALL]),
+        # The clock lands exactly on the idle deadline (found by this target
+        # against a mutant whose idle check was `<` instead of `<=`).
+        "idle-deadline-exact-tight": seed(1, b"", config=1, script=[WRITE_ALL, (TURN, 255)]),
+        "handshake-timeout-tight": seed(3, b"", config=1, script=[FEED_REST, (ADVANCE_FAR, 10)]),
+        "deadline-edges": seed(1, hello, config=1, script=[
+            FEED_REST, (TO_DEADLINE, 0), (TO_DEADLINE, 1), WRITE_ALL, (TO_DEADLINE, 2),
+            (TO_DEADLINE, 3), WRITE_ALL, (TO_DEADLINE, 1), (TO_DEADLINE, 1)]),
+        "zero-timeouts": seed(1, hello + ping(b"z") + bye, config=2, script=[
+            (FEED, upgrade_len - 1), WRITE_ALL, (FEED, 20), (ADVANCE, 1), WRITE_ALL, (ADVANCE, 1)]),
+        "zero-cap-broadcast": seed(1, hello, config=2, script=[
+            FEED_REST, send(2), (SEND_SHARED, 0), (WRITE, 191)]),
+        "turns": seed(1, hello + ping(b"t") + text("+four") + bye, config=1, script=[
+            (TURN, 0), (TURN, 10), (TURN, 60), (TURN, 0), (TURN, 255)]),
+        # The application's own sends, closes and broadcasts.
+        "sends-every-size": seed(1, b"", script=[FEED_REST] + [send(i, text=i % 2 == 0, fill=i % 8) for i in range(16)]
+                                 + [(SEND_SHARED, 0x13), (WRITE, WRITE_TRICKLE + 62), (WRITE, 191),
+                                    (CLOSE, 0), (CLOSE, 0x7F), (WRITE, 191)]),
+        "close-4999-long-reason": seed(1, hello, script=[FEED_REST, (CLOSE, 12, 0xFF), WRITE_ALL, FEED_REST]),
+        "close-1005-no-code": seed(1, hello + bye, script=[(FEED, upgrade_len - 1), (CLOSE, 13, 5), WRITE_ALL,
+                                                            FEED_REST, WRITE_ALL]),
+        "close-urgently-drops-queue": seed(1, hello, script=[
+            FEED_REST, send(13), send(3), (WRITE, 100), (CLOSE_URGENTLY, 5, 10), (WRITE, 191)]),
+        # An urgent close finishes the frame being written and drops the
+        # frames coalesced behind it; a shared buffer being written goes
+        # out whole.
+        "urgent-close-mid-coalesced-frames": seed(1, b"", script=[
+            FEED_REST, WRITE_ALL, send(3), send(3), send(5), (WRITE, 5), (CLOSE_URGENTLY, 0, 3), WRITE_ALL]),
+        "urgent-close-mid-shared-batch": seed(1, b"", script=[
+            FEED_REST, WRITE_ALL, (SEND_SHARED, (5 << 2) | 1), send(3), (WRITE, 5), (CLOSE_URGENTLY, 0, 3),
+            WRITE_ALL]),
+        "urgent-close-mid-shared-header": seed(1, b"", script=[
+            FEED_REST, WRITE_ALL, (SEND_SHARED, (5 << 2) | 1), send(3), (WRITE, 1), (CLOSE_URGENTLY, 0, 3),
+            WRITE_ALL]),
+        "close-timeout": seed(1, hello, config=1, script=[
+            FEED_REST, (CLOSE, 1, 4), WRITE_ALL, (ADVANCE_FAR, 3), WRITE_ALL]),
+        "peer-close-reply-partial": seed(1, hello + close() + ping(), script=[
+            FEED_REST, (WRITE, 40), (WRITE, 2), WRITE_ALL]),
+        "bang-close-after-queue": seed(1, text("+x") * 3 + text("!\x0b\xb8bang") + hello, script=[
+            FEED_REST, (WRITE, 7), WRITE_ALL, FEED_REST]),
+        "broadcast-over-cap-default": seed(1, hello, script=[FEED_REST] + [send(13)] * 16 + [(SEND_SHARED, 1)]),
+        "broadcast-over-cap-tight-drop": seed(1, hello, config=1, script=[FEED_REST, send(11), send(11),
+                                                                          send(11), send(11), send(11),
+                                                                          (SEND_SHARED, 2), WRITE_ALL]),
+        "eof-mid-message": seed(1, text("Hel", fin=False), script=[FEED_REST, (EOF, 5)]),
+        "eof-handshaking": seed(3, b"v", script=[FEED_REST, (EOF, 191)]),
+        "probe-mid-fragment": seed(1, text("Hel", fin=False) + cont("lo"), script=[
+            (FEED, upgrade_len + 5), PROBE, FEED_REST, PROBE]),
         # Regression: a close frame in the middle of a fragmented message
         # left the loop-wide decoder mid-message, and the next connection
-        # inherited it (found by this target; see docs/RELIABILITY.md).
+        # inherited it (found by this target; see docs/RELIABILITY.md). The
+        # probe sessions at the end of every run check for it.
         "regression-close-mid-fragment": seed(1, frame(0x2, b"A", fin=False, mask=b"\0\0\0\0")
                                               + frame(0x8, b"\x03\xe8", mask=b"\0\0\0\0")),
     }

@@ -42,14 +42,13 @@ while [[ $# -gt 0 ]]; do
 done
 
 # Per-target libFuzzer flags. -max_len bounds the input; -timeout is per
-# input (the connection target talks to real sockets, so it is slower).
-# The dictionary holds HTTP and RFC 6455 tokens.
+# input. The dictionary holds HTTP and RFC 6455 tokens.
 flags_for() {
     local common=(-rss_limit_mb=2048 -malloc_limit_mb=256 -print_final_stats=1)
     case $1 in
         handshake) echo "${common[@]} -dict=dict/websocket.dict -max_len=10000 -timeout=10" ;;
         decoder) echo "${common[@]} -max_len=8192 -timeout=10" ;;
-        connection) echo "${common[@]} -dict=dict/websocket.dict -max_len=8192 -timeout=60" ;;
+        connection) echo "${common[@]} -dict=dict/websocket.dict -max_len=8192 -timeout=10" ;;
         *) echo "fuzz.sh: unknown target $1 (targets: ${TARGETS[*]})" >&2; exit 2 ;;
     esac
 }

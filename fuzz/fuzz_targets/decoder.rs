@@ -240,7 +240,11 @@ fn check_mask(data: &[u8], key: [u8; 4], offset: usize) {
     apply_mask(&mut masked, key, 0);
     let ascii = unmask_reporting_ascii(&mut masked, key);
     assert_eq!(masked, data, "unmask_reporting_ascii unmasks differently");
-    assert_eq!(ascii, data.is_ascii(), "unmask_reporting_ascii misreports ASCII");
+    assert_eq!(
+        ascii,
+        data.is_ascii(),
+        "unmask_reporting_ascii misreports ASCII"
+    );
 }
 
 fuzz_target!(|data: &[u8]| {

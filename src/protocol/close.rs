@@ -47,6 +47,21 @@ impl CloseCode {
     pub fn is_valid_on_wire(self) -> bool {
         matches!(self.0, 1000..=1003 | 1007..=1011 | 3000..=4999)
     }
+
+    /// Whether this server may send this code: the codes valid on the wire
+    /// and 1012-1014 (service restart, try again later, bad gateway), which
+    /// IANA registered after RFC 6455. Any other code an application asks
+    /// to close with goes out as a close frame without a code.
+    ///
+    /// ```
+    /// use wsloop::CloseCode;
+    /// assert!(CloseCode::TRY_AGAIN_LATER.is_sendable());
+    /// assert!(!CloseCode(1004).is_sendable());
+    /// assert!(!CloseCode(65535).is_sendable());
+    /// ```
+    pub fn is_sendable(self) -> bool {
+        self.is_valid_on_wire() || matches!(self.0, 1012..=1014)
+    }
 }
 
 impl std::fmt::Display for CloseCode {
@@ -105,10 +120,10 @@ impl<'a> CloseFrame<'a> {
 }
 
 /// Builds a close payload: the code, then `reason` cut to fit the 125-byte
-/// control-frame limit at a character boundary. Codes that must not appear
-/// on the wire (1005, 1006, 1015) produce an empty payload.
+/// control-frame limit at a character boundary. Codes this server may not
+/// send (see [`CloseCode::is_sendable`]) produce an empty payload.
 pub fn close_payload(code: CloseCode, reason: &str) -> Vec<u8> {
-    if matches!(code.0, 1005 | 1006 | 1015) {
+    if !code.is_sendable() {
         return Vec::new();
     }
     let mut end = reason.len().min(123);

@@ -536,35 +536,12 @@ impl Session {
 
     // ---- Closing --------------------------------------------------------
 
-    /// Starts the closing handshake from our side after queued data: the
-    /// peer gets everything sent before, then the close frame, and input
-    /// is still decoded to find its close frame. Only when open.
-    pub fn close(
-        &mut self,
-        code: CloseCode,
-        reason: &str,
-        now: Tick,
-        config: &SessionConfig,
-        pool: &mut BufferPool,
-    ) {
-        self.close_with(CloseOrder::AfterData, code, reason, now, config, pool);
-    }
-
-    /// Closes ahead of queued data, which is discarded: the connection is
-    /// failing (a limit, a timeout, a handler panic). Only when open.
-    pub fn close_urgently(
-        &mut self,
-        code: CloseCode,
-        reason: &str,
-        now: Tick,
-        config: &SessionConfig,
-        pool: &mut BufferPool,
-    ) {
-        self.close_with(CloseOrder::AheadOfData, code, reason, now, config, pool);
-    }
-
-    /// Starts the closing handshake from our side with our close frame
-    /// placed by `order`. Only when open.
+    /// Starts the closing handshake from our side, only when open: our
+    /// close frame goes after queued data ([`CloseOrder::AfterData`], the
+    /// peer gets everything sent before) or ahead of it, discarding it
+    /// ([`CloseOrder::AheadOfData`], for a failing connection: a limit, a
+    /// timeout, a handler panic). Input is still decoded to find the
+    /// peer's close frame.
     pub fn close_with(
         &mut self,
         order: CloseOrder,
@@ -578,6 +555,14 @@ impl Session {
             return;
         };
         let partial = partial.take();
+        // A code no endpoint may send (1005, 1006, 1015, out of range)
+        // goes out as a close without a code, and is reported as such.
+        let (code, reason) = if code.is_sendable() {
+            (code, reason)
+        } else {
+            log::warn!("close code {code} may not be sent: closing without a code");
+            (CloseCode::NO_STATUS, "")
+        };
         let frame = close_frame(code, reason);
         match order {
             CloseOrder::AfterData => self.queue_after_data(pool, &frame),
@@ -734,7 +719,15 @@ impl Session {
             .idle_timeout
             .is_some_and(|idle| self.last_message + idle <= now)
         {
-            self.close(CloseCode::GOING_AWAY, "idle timeout", now, config, pool);
+            let order = CloseOrder::AfterData;
+            self.close_with(
+                order,
+                CloseCode::GOING_AWAY,
+                "idle timeout",
+                now,
+                config,
+                pool,
+            );
             outcome = Timeout::Queued;
         }
         outcome

@@ -138,11 +138,36 @@ pub(crate) struct Outbox {
     lanes: Option<Box<Lanes>>,
 }
 
+/// A chunk whose writing has begun: bytes `written..end` are still to go.
+/// `end` is the chunk's length unless an urgent close cut it at the end of
+/// the frame being written.
+#[derive(Debug)]
+struct Partial {
+    chunk: Chunk,
+    written: usize,
+    end: usize,
+}
+
+impl Partial {
+    fn new(chunk: Chunk, written: usize) -> Partial {
+        let end = chunk.bytes().len();
+        Partial {
+            chunk,
+            written,
+            end,
+        }
+    }
+
+    fn rest(&self) -> &[u8] {
+        &self.chunk.bytes()[self.written..self.end]
+    }
+}
+
 /// The queues behind an [`Outbox`], written in field order.
 #[derive(Debug, Default)]
 pub(crate) struct Lanes {
     /// The chunk being written and how much of it is already out.
-    partial: Option<(Chunk, usize)>,
+    partial: Option<Partial>,
     /// Pongs not yet started, at most [`MAX_PENDING_PONGS`]: past that the
     /// oldest is dropped, so a ping flood cannot grow the queue (RFC 6455
     /// §5.5.3 allows answering only the most recent ping).
@@ -200,7 +225,7 @@ impl Outbox {
         let mut buf = pool.take(bytes.len());
         buf.extend_from_slice(bytes);
         self.queued += buf.len();
-        self.lanes(pool).partial = Some((Chunk::Owned(buf), 0));
+        self.lanes(pool).partial = Some(Partial::new(Chunk::Owned(buf), 0));
     }
 
     /// Appends a shared frame to the data lane.
@@ -290,14 +315,20 @@ impl Lanes {
     /// Returns the bytes dropped.
     fn discard_unstarted_frames(&mut self, pool: &mut BufferPool) -> usize {
         let mut dropped: usize = self.data.drain(..).map(|c| c.bytes().len()).sum();
-        if let Some((Chunk::Frames(buf), offset)) = &mut self.partial {
-            let end = end_of_started_frames(buf, *offset);
-            dropped += buf.len() - end;
-            buf.truncate(end);
-            if end == *offset {
-                // The written part ended on a frame boundary.
-                if let Some((chunk, _)) = self.partial.take() {
-                    recycle(chunk, pool);
+        let Some(partial) = &mut self.partial else {
+            return dropped;
+        };
+        // Owned and shared data chunks hold whole frames, coalesced or
+        // batched; other chunks (an HTTP response, a control frame) are one
+        // piece.
+        if matches!(partial.chunk, Chunk::Frames(_) | Chunk::Shared(_)) {
+            let end = end_of_started_frames(&partial.chunk.bytes()[..partial.end], partial.written);
+            dropped += partial.end - end;
+            partial.end = end;
+            if partial.written == end {
+                // What was written ended on a frame boundary.
+                if let Some(partial) = self.partial.take() {
+                    recycle(partial.chunk, pool);
                 }
             }
         }
@@ -312,7 +343,7 @@ impl Lanes {
     /// The unwritten bytes of every queued chunk, in write order: the rest
     /// of a partly written chunk, pongs, urgent frames, then data.
     fn chunks_in_order(&self) -> impl Iterator<Item = &[u8]> {
-        let partial = self.partial.iter().map(|(c, off)| &c.bytes()[*off..]);
+        let partial = self.partial.iter().map(Partial::rest);
         let pongs = self.pongs.iter().map(Vec::as_slice);
         let rest = self.urgent.iter().chain(self.data.iter()).map(Chunk::bytes);
         partial.chain(pongs).chain(rest)
@@ -339,14 +370,15 @@ impl Lanes {
 
     /// Drops `n` written bytes from the front, in write order.
     fn consume(&mut self, mut n: usize, pool: &mut BufferPool) {
-        if let Some((chunk, offset)) = self.partial.take() {
-            let left = chunk.bytes().len() - offset;
+        if let Some(mut partial) = self.partial.take() {
+            let left = partial.end - partial.written;
             if n < left {
-                self.partial = Some((chunk, offset + n));
+                partial.written += n;
+                self.partial = Some(partial);
                 return;
             }
             n -= left;
-            recycle(chunk, pool);
+            recycle(partial.chunk, pool);
         }
         while n > 0 {
             let chunk = match self.pongs.pop_front() {
@@ -358,7 +390,7 @@ impl Lanes {
             };
             let len = chunk.bytes().len();
             if n < len {
-                self.partial = Some((chunk, n));
+                self.partial = Some(Partial::new(chunk, n));
                 return;
             }
             n -= len;
@@ -424,13 +456,20 @@ mod tests {
         }
     }
 
-    /// Two shared 10-byte frames (all 1s, all 2s), of which one write of
+    /// A 10-byte binary frame whose payload is eight `byte`s.
+    fn ten_byte_frame(byte: u8) -> Vec<u8> {
+        let mut frame = Vec::new();
+        encode_frame(&mut frame, OpCode::Binary, &[byte; 8]);
+        frame
+    }
+
+    /// Two shared 10-byte frames (of 1s and of 2s), of which one write of
     /// `first_write` bytes went out before the socket blocked.
     fn partly_written(first_write: usize) -> (BufferPool, Outbox, Trickle) {
         let mut pool = BufferPool::default();
         let mut outbox = Outbox::default();
-        outbox.push_shared(&mut pool, Rc::new(vec![1; 10]));
-        outbox.push_shared(&mut pool, Rc::new(vec![2; 10]));
+        outbox.push_shared(&mut pool, Rc::new(ten_byte_frame(1)));
+        outbox.push_shared(&mut pool, Rc::new(ten_byte_frame(2)));
         let mut sink = Trickle {
             out: Vec::new(),
             per_call: first_write,
@@ -447,9 +486,9 @@ mod tests {
         sink.calls_left = usize::MAX;
         sink.per_call = 3;
         outbox.flush(&mut sink, &mut pool).unwrap();
-        let mut expected = vec![1; 10];
+        let mut expected = ten_byte_frame(1);
         expected.extend_from_slice(&[0x8A, 0]);
-        expected.extend_from_slice(&[2; 10]);
+        expected.extend_from_slice(&ten_byte_frame(2));
         assert_eq!(sink.out, expected);
         assert!(outbox.is_empty());
     }
@@ -495,14 +534,20 @@ mod tests {
             encode_frame(&mut whole, OpCode::Binary, &vec![i as u8; len]);
             ends.push(whole.len());
         }
-        for written in [1, ends[0] - 1, ends[0], ends[0] + 1, ends[1], ends[2] - 7] {
+        let cuts = [1, ends[0] - 1, ends[0], ends[0] + 1, ends[1], ends[2] - 7];
+        for (written, shared) in cuts.into_iter().flat_map(|w| [(w, false), (w, true)]) {
             let mut pool = BufferPool::default();
             let mut outbox = Outbox::default();
-            for (i, &len) in sizes.iter().enumerate() {
-                let payload = vec![i as u8; len];
-                outbox.push_frame_with(&mut pool, encoded_len(len), |b| {
-                    encode_frame(b, OpCode::Binary, &payload)
-                });
+            if shared {
+                // One broadcast batch of all four frames.
+                outbox.push_shared(&mut pool, Rc::new(whole.clone()));
+            } else {
+                for (i, &len) in sizes.iter().enumerate() {
+                    let payload = vec![i as u8; len];
+                    outbox.push_frame_with(&mut pool, encoded_len(len), |b| {
+                        encode_frame(b, OpCode::Binary, &payload)
+                    });
+                }
             }
             let mut sink = Trickle {
                 out: Vec::new(),
@@ -519,8 +564,12 @@ mod tests {
             let started_end = *ends.iter().find(|&&end| end >= written).unwrap();
             let mut expected = whole[..started_end].to_vec();
             expected.extend_from_slice(&[0x88, 0]);
-            assert_eq!(sink.out.len(), expected.len(), "written {written}");
-            assert_eq!(sink.out, expected, "written {written}");
+            assert_eq!(
+                sink.out.len(),
+                expected.len(),
+                "written {written}, shared {shared}"
+            );
+            assert_eq!(sink.out, expected, "written {written}, shared {shared}");
             assert!(outbox.is_empty());
         }
     }
@@ -565,7 +614,7 @@ mod tests {
         outbox.push_urgent(&mut pool, vec![0x88, 0], true);
         sink.calls_left = usize::MAX;
         outbox.flush(&mut sink, &mut pool).unwrap();
-        let mut expected = vec![1; 10];
+        let mut expected = ten_byte_frame(1);
         expected.extend_from_slice(&[0x88, 0]);
         assert_eq!(sink.out, expected);
     }

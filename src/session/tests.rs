@@ -213,13 +213,25 @@ impl Peer {
     }
 
     fn close(&mut self, code: CloseCode, reason: &str) {
-        self.session
-            .close(code, reason, self.now, &self.config, &mut self.pool);
+        self.session.close_with(
+            CloseOrder::AfterData,
+            code,
+            reason,
+            self.now,
+            &self.config,
+            &mut self.pool,
+        );
     }
 
     fn close_urgently(&mut self, code: CloseCode, reason: &str) {
-        self.session
-            .close_urgently(code, reason, self.now, &self.config, &mut self.pool);
+        self.session.close_with(
+            CloseOrder::AheadOfData,
+            code,
+            reason,
+            self.now,
+            &self.config,
+            &mut self.pool,
+        );
     }
 
     fn write_into(&mut self, out: &mut impl Write) -> usize {
@@ -763,4 +775,21 @@ fn a_close_between_fragments_drops_the_partial_decoder() {
     assert_eq!(peer.take_output(), [frame(CLOSE, close_body(1000, "bye"))]);
     assert_eq!(peer.session.after_write(), Flushed::Finished);
     assert_eq!(peer.session.finish(), ended(CloseCode::NORMAL, "bye"));
+}
+
+#[test]
+fn a_close_code_that_may_not_be_sent_goes_out_as_a_close_without_a_code() {
+    for code in [0, 1004, 1005, 1006, 1015, 2999, 5000, 65535] {
+        let mut peer = Peer::open(config());
+        peer.close(CloseCode(code), "reason dropped too");
+        assert_eq!(peer.take_output(), [frame(CLOSE, [])], "code {code}");
+        assert_eq!(peer.session.after_write(), Flushed::ShutdownWrite);
+        peer.feed(&client(0x80 | CLOSE, &[]));
+        assert_eq!(peer.session.after_write(), Flushed::Finished);
+        assert_eq!(
+            peer.session.finish(),
+            ended(CloseCode::NO_STATUS, ""),
+            "code {code}"
+        );
+    }
 }
