@@ -89,7 +89,7 @@ use wsloop::session::outbox::BufferPool;
 use wsloop::session::{
     CloseOrder, Expiry, Flushed, Inbound, Phase, Session, SessionConfig, Tick, Timeout,
 };
-use wsloop::{CloseCode, Message, Metrics};
+use wsloop::{CloseCode, Message, Metrics, ProtocolError};
 
 const ALLOCATION_BOUND: usize = 1 << 20;
 
@@ -230,6 +230,12 @@ fn build_prefix(selector: u8) -> Vec<u8> {
 
 /// Close codes the application uses: every legal one on the wire, and the
 /// three that `close_payload` turns into an empty close frame.
+/// What one receive step amounts to once its control frame is applied.
+enum Applied<'a> {
+    Message(Message<'a>),
+    Error(ProtocolError),
+}
+
 const CODES: [u16; 16] = [
     1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999, 1005, 1006, 1015,
 ];
@@ -972,35 +978,43 @@ impl Harness {
         while at < data.len() {
             let was_open = self.session.is_open();
             let left = data.len() - at;
-            let received = self.session.receive(
-                &mut decoder,
-                &mut data[at..],
-                self.now,
-                &self.setup.session,
-                &mut self.pool,
-            );
+            let received = self
+                .session
+                .receive(&mut decoder, &mut data[at..], self.now);
             assert!(received.consumed <= left, "consumed more than given");
             assert!(
                 received.consumed > 0 || received.event.is_some(),
                 "receive made no progress on {left} bytes"
             );
             at += received.consumed;
+            // A control frame or an error is applied at once, as the
+            // reactor does (after sealing its broadcast batch).
+            let event = match received.event {
+                Some(Inbound::Control(control)) => {
+                    let s = &self.setup.session;
+                    self.session
+                        .apply(control, self.now, s, &mut self.pool)
+                        .map(Applied::Error)
+                }
+                Some(Inbound::Message(msg)) => Some(Applied::Message(msg)),
+                None => None,
+            };
             let closed_now = was_open && !self.session.is_open();
             trace!(
                 "  receive: {} bytes, {:?}{}",
                 received.consumed,
-                received.event.as_ref().map(|e| match e {
-                    Inbound::Message(m) => format!("message of {} bytes", m.len()),
-                    Inbound::Error(e) => format!("error {e}"),
+                event.as_ref().map(|e| match e {
+                    Applied::Message(m) => format!("message of {} bytes", m.len()),
+                    Applied::Error(e) => format!("error {e}"),
                 }),
                 if closed_now { ", closing" } else { "" }
             );
-            match received.event {
-                Some(Inbound::Message(msg)) => {
+            match event {
+                Some(Applied::Message(msg)) => {
                     assert!(was_open && !closed_now, "a message outside the open phase");
                     self.on_message(msg);
                 }
-                Some(Inbound::Error(error)) => {
+                Some(Applied::Error(error)) => {
                     assert!(closed_now, "an error event outside the open phase");
                     assert!(
                         matches!(error.code.0, 1002 | 1007 | 1009),
@@ -1555,7 +1569,7 @@ impl Harness {
         session.accept(response, self.now, &mut self.pool);
         let mut input = ALIVE;
         let mut decoder = session.lend_decoder(&mut self.decoder);
-        let received = session.receive(&mut decoder, &mut input, self.now, config, &mut self.pool);
+        let received = session.receive(&mut decoder, &mut input, self.now);
         assert_eq!(received.consumed, ALIVE.len());
         match received.event {
             Some(Inbound::Message(Message::Text("alive"))) => {}

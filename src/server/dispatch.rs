@@ -254,24 +254,29 @@ impl<H: Handler> Dispatch<H> {
         let mut at = 0;
         while at < data.len() {
             let state = &mut self.state;
-            // Pending broadcasts go out before anything this input queues.
-            state.seal();
-            let received = state.conns[key].session.receive(
-                &mut decoder,
-                &mut data[at..],
-                state.now,
-                &state.session_config,
-                &mut state.pool,
-            );
+            let received =
+                state.conns[key]
+                    .session
+                    .receive(&mut decoder, &mut data[at..], state.now);
             at += received.consumed;
             match received.event {
                 Some(Inbound::Message(msg)) => {
-                    self.state.metrics.messages_in += 1;
+                    state.metrics.messages_in += 1;
                     self.call_conn(key, |h, conn| h.on_message(conn, msg));
                 }
-                Some(Inbound::Error(error)) => {
-                    log::debug!("{} protocol error: {error}", self.state.id_of(key));
-                    self.call_conn(key, |h, conn| h.on_error(conn, &error));
+                Some(Inbound::Control(control)) => {
+                    // Broadcasts already made go out before the reply (a
+                    // close frame must follow them). Data messages leave
+                    // the batch open, so a publisher's burst stays one
+                    // shared buffer.
+                    state.seal();
+                    let session = &mut state.conns[key].session;
+                    let error =
+                        session.apply(control, state.now, &state.session_config, &mut state.pool);
+                    if let Some(error) = error {
+                        log::debug!("{} protocol error: {error}", state.id_of(key));
+                        self.call_conn(key, |h, conn| h.on_error(conn, &error));
+                    }
                 }
                 None => {}
             }

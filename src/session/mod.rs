@@ -14,7 +14,9 @@
 //! The reactor ([`crate::Server`]) moves bytes and time and nothing else:
 //! it reads into a loop-wide buffer, lends the session a decoder
 //! ([`Session::lend_decoder`]), feeds the bytes frame by frame through
-//! [`Session::receive`], calls the application for each event, writes the
+//! [`Session::receive`], calls the application for each message, hands
+//! each control frame or protocol error back to [`Session::apply`] (after
+//! queueing its pending broadcasts, which the reply must follow), writes the
 //! outbox once per loop turn and acts on [`Session::after_write`] and
 //! [`Session::handle_timeout`]. The HTTP head is parsed and judged by the
 //! reactor, which knows the application's routes; the session keeps a
@@ -56,7 +58,7 @@ pub use self::time::Tick;
 
 use self::outbox::{BufferPool, Outbox};
 use crate::protocol::ProtocolError;
-use crate::protocol::close::{CloseCode, close_payload};
+use crate::protocol::close::{CloseCode, CloseFrame, close_payload};
 use crate::protocol::extension::Extensions;
 use crate::protocol::frame::{OpCode, encode_frame, encoded_len};
 use crate::protocol::message::{Decoder, DecoderLimits, Event, Message, encode_message};
@@ -181,13 +183,24 @@ enum Awaiting {
     Nothing,
 }
 
-/// What the application must see of a step of input.
+/// What a step of input produced.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Inbound<'a> {
-    /// A complete data message.
+    /// A complete data message, for the application.
     Message(Message<'a>),
-    /// The peer broke the protocol or a limit; the session is closing with
-    /// `error.code`.
+    /// Something the session must act on: hand it to [`Session::apply`].
+    Control(Control<'a>),
+}
+
+/// A control frame or a protocol error, which [`Session::apply`] turns into
+/// the reply RFC 6455 asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Control<'a> {
+    /// A ping, with its payload for the pong.
+    Ping(&'a [u8]),
+    /// The peer's close frame, validated.
+    Close(CloseFrame<'a>),
+    /// The peer broke the protocol or a limit.
     Error(ProtocolError),
 }
 
@@ -406,10 +419,12 @@ impl Session {
     }
 
     /// Decodes one step of `input` with `decoder` (from
-    /// [`Session::lend_decoder`]). Control frames are handled here: a ping
-    /// queues its pong, a close frame is answered and starts (or ends) the
-    /// closing handshake, a protocol error queues its close code. Data
-    /// messages and errors come back for the application.
+    /// [`Session::lend_decoder`]). Data messages come back for the
+    /// application; control frames and protocol errors come back as a
+    /// [`Control`] for [`Session::apply`], which queues the reply (a pong,
+    /// the answer to a close, the error's close code). The step between
+    /// lets the caller queue first whatever must precede that reply: the
+    /// loop's pending broadcast batch, which a close frame must follow.
     ///
     /// Call it while [`Session::wants_frames`] and input remains; every
     /// call with input consumes some or returns an event.
@@ -419,65 +434,74 @@ impl Session {
         decoder: &'a mut Decoder,
         input: &'a mut [u8],
         now: Tick,
-        config: &SessionConfig,
-        pool: &mut BufferPool,
     ) -> Received<'a> {
         let input_len = input.len();
-        let error = match decoder.decode(input) {
-            Ok(decoded) => {
-                let event = match decoded.event {
-                    None => None,
-                    Some(event) => self.on_event(event, now, config, pool),
-                };
+        let decoded = match decoder.decode(input) {
+            Ok(decoded) => decoded,
+            // The rest of the input is discarded: after the error is
+            // applied the session wants no more frames, and
+            // `return_decoder` drops a decoder left mid-message (one that
+            // is idle holds nothing of this connection's).
+            Err(error) => {
                 return Received {
-                    consumed: decoded.consumed,
-                    event,
+                    consumed: input_len,
+                    event: Some(Inbound::Control(Control::Error(error))),
                 };
             }
-            Err(error) => error,
         };
-        // After an error the session wants no more frames, so
-        // `return_decoder` drops a decoder left mid-message; one that is
-        // idle holds nothing of this connection's and may serve the next.
-        let was_open = self.is_open();
-        self.fail(&error, now, config, pool);
-        Received {
-            consumed: input_len,
-            event: was_open.then_some(Inbound::Error(error)),
-        }
-    }
-
-    #[inline]
-    fn on_event<'a>(
-        &mut self,
-        event: Event<'a>,
-        now: Tick,
-        config: &SessionConfig,
-        pool: &mut BufferPool,
-    ) -> Option<Inbound<'a>> {
         let open = self.is_open();
-        match event {
-            Event::Text(text) if open => {
+        let event = match decoded.event {
+            Some(Event::Text(text)) if open => {
                 self.last_message = now;
                 Some(Inbound::Message(Message::Text(text)))
             }
-            Event::Binary(bytes) if open => {
+            Some(Event::Binary(bytes)) if open => {
                 self.last_message = now;
                 Some(Inbound::Message(Message::Binary(bytes)))
             }
-            Event::Ping(payload) if open => {
-                let mut pong = pool.take(2 + payload.len());
-                encode_frame(&mut pong, OpCode::Pong, payload);
-                self.outbox.push_pong(pool, pong);
-                None
-            }
-            Event::Close(frame) => {
-                self.peer_closed(frame.code, frame.reason, now, config, pool);
-                None
-            }
+            Some(Event::Ping(payload)) if open => Some(Inbound::Control(Control::Ping(payload))),
+            Some(Event::Close(frame)) => Some(Inbound::Control(Control::Close(frame))),
             // Pongs only prove liveness, already noted when the bytes were
             // read. Data and pings after our close frame are ignored.
             _ => None,
+        };
+        Received {
+            consumed: decoded.consumed,
+            event,
+        }
+    }
+
+    /// Acts on a control frame or protocol error from
+    /// [`Session::receive`]: a ping queues its pong (ahead of data); a
+    /// close frame is answered after queued data and starts the closing
+    /// handshake, or completes ours; an error queues its close code after
+    /// queued data and stops decoding. Returns the error when the
+    /// application must hear of it (the session was open).
+    pub fn apply(
+        &mut self,
+        control: Control<'_>,
+        now: Tick,
+        config: &SessionConfig,
+        pool: &mut BufferPool,
+    ) -> Option<ProtocolError> {
+        match control {
+            Control::Ping(payload) => {
+                if self.is_open() {
+                    let mut pong = pool.take(2 + payload.len());
+                    encode_frame(&mut pong, OpCode::Pong, payload);
+                    self.outbox.push_pong(pool, pong);
+                }
+                None
+            }
+            Control::Close(frame) => {
+                self.peer_closed(frame.code, frame.reason, now, config, pool);
+                None
+            }
+            Control::Error(error) => {
+                let was_open = self.is_open();
+                self.fail(&error, now, config, pool);
+                was_open.then_some(error)
+            }
         }
     }
 

@@ -177,23 +177,25 @@ impl Peer {
         let mut decoder = self.session.lend_decoder(&mut self.shared);
         let mut pos = 0;
         while pos < data.len() {
-            let received = self.session.receive(
-                &mut decoder,
-                &mut data[pos..],
-                self.now,
-                &self.config,
-                &mut self.pool,
-            );
+            let received = self
+                .session
+                .receive(&mut decoder, &mut data[pos..], self.now);
             assert!(
                 received.consumed > 0 || received.event.is_some(),
                 "no progress"
             );
             pos += received.consumed;
-            events.extend(received.event.map(|event| match event {
-                Inbound::Message(Message::Text(t)) => Ev::Text(t.to_owned()),
-                Inbound::Message(Message::Binary(b)) => Ev::Binary(b.to_vec()),
-                Inbound::Error(e) => Ev::Error(e.code, e.reason),
-            }));
+            match received.event {
+                Some(Inbound::Message(Message::Text(t))) => events.push(Ev::Text(t.to_owned())),
+                Some(Inbound::Message(Message::Binary(b))) => events.push(Ev::Binary(b.to_vec())),
+                Some(Inbound::Control(control)) => {
+                    let (now, config) = (self.now, &self.config);
+                    if let Some(e) = self.session.apply(control, now, config, &mut self.pool) {
+                        events.push(Ev::Error(e.code, e.reason));
+                    }
+                }
+                None => {}
+            }
             if !self.session.wants_frames() {
                 break;
             }
