@@ -290,14 +290,18 @@ impl<H: Handler> Dispatch<H> {
             .return_decoder(decoder, &mut self.decoder);
         // A pong or a close reply may have been queued, or the peer's close
         // may have completed our closing handshake: `after_write` must run
-        // either way. (Readiness events usually report the socket writable
+        // either way. Messages only push deadlines later, which the timer
+        // finds out when it comes due. (Readiness events usually report the socket writable
         // too, which would flush it, but that is epoll's habit, not a
         // promise.)
         let session = &state.conns[key].session;
-        if session.queued() > 0 || !session.is_open() {
+        if !session.is_open() {
+            // Closing: a deadline (the close timeout) may now be earlier.
+            state.mark_dirty(key);
+            state.schedule(key);
+        } else if session.queued() > 0 {
             state.mark_dirty(key);
         }
-        state.schedule(key);
     }
 
     /// The peer closed its side of the TCP connection.
