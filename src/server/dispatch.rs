@@ -15,7 +15,7 @@ use super::timers::SLACK;
 use crate::protocol::close::CloseCode;
 use crate::protocol::handshake::{Request, parse_request, switching_protocols};
 use crate::protocol::message::Decoder;
-use crate::session::{CloseOrder, Expiry, Flushed, Inbound, Timeout};
+use crate::session::{CloseOrder, Control, Expiry, Flushed, Inbound, Timeout};
 
 pub(crate) struct Dispatch<H: Handler> {
     pub(crate) handler: H,
@@ -265,11 +265,13 @@ impl<H: Handler> Dispatch<H> {
                     self.call_conn(key, |h, conn| h.on_message(conn, msg));
                 }
                 Some(Inbound::Control(control)) => {
-                    // Broadcasts already made go out before the reply (a
-                    // close frame must follow them). Data messages leave
+                    // Broadcasts already made go out before a close reply
+                    // (it must follow them); a pong goes ahead of data anyway. Data messages leave
                     // the batch open, so a publisher's burst stays one
                     // shared buffer.
-                    state.seal();
+                    if !matches!(control, Control::Ping(_)) {
+                        state.seal();
+                    }
                     let session = &mut state.conns[key].session;
                     let error =
                         session.apply(control, state.now, &state.session_config, &mut state.pool);

@@ -170,7 +170,9 @@ pub trait Handler {
     }
 
     /// The connection broke a protocol rule or a limit and is being closed
-    /// with `error.code`; [`Handler::on_close`] follows.
+    /// with `error.code`: the close frame is already queued after the data
+    /// sent before, so sends from here are refused; [`Handler::on_close`]
+    /// follows.
     fn on_error(&mut self, conn: &mut ConnCtx<'_, Self::State>, error: &crate::ProtocolError) {
         let _ = (conn, error);
     }

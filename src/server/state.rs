@@ -45,7 +45,7 @@ pub(crate) struct LoopState<S> {
     pub(crate) shutdown_requested: bool,
     /// Reused list of recipients for fan-out.
     scratch: Vec<usize>,
-    /// Broadcast frames not yet queued (see [`Core::seal`]).
+    /// Broadcast frames not yet queued (see [`LoopState::seal`]).
     pending: Option<PendingFanOut>,
 }
 
