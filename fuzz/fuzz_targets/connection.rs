@@ -1250,68 +1250,59 @@ impl Harness {
     // ---- Closing ----
 
     fn close(&mut self, code: CloseCode, reason: &str) {
-        let (open, phase, before) = (
-            self.session.is_open(),
-            self.session.phase(),
-            self.session.queued(),
-        );
-        let s = &self.setup.session;
-        let order = CloseOrder::AfterData;
-        self.session
-            .close_with(order, code, reason, self.now, s, &mut self.pool);
-        if open {
-            assert_eq!(self.session.phase(), Phase::Closing);
-            assert!(self.session.queued() > before, "close() queued nothing");
-            self.closed_by(Cause::Ours {
-                code,
-                reason: reason.to_owned(),
-            });
-        } else {
-            assert_eq!(
-                (self.session.phase(), self.session.queued()),
-                (phase, before)
-            );
-        }
+        self.close_with(CloseOrder::AfterData, code, reason);
     }
 
     fn close_urgently(&mut self, code: CloseCode, reason: &str) {
+        self.close_with(CloseOrder::AheadOfData, code, reason);
+    }
+
+    /// Closes as the application does, and records what the wire must
+    /// then show; a session that is not open must not change at all.
+    fn close_with(&mut self, order: CloseOrder, code: CloseCode, reason: &str) {
         let (open, phase, before) = (
             self.session.is_open(),
             self.session.phase(),
             self.session.queued(),
         );
         let s = &self.setup.session;
-        let order = CloseOrder::AheadOfData;
         self.session
             .close_with(order, code, reason, self.now, s, &mut self.pool);
-        if open {
-            assert_eq!(self.session.phase(), Phase::Closing);
-            self.urgent = true;
-            trace!(
-                "  urgent cut: header {:02x?}, frame {:?}, last batch {:?}, next {:?}",
-                &self.wire.header[..self.wire.header_len],
-                self.wire.frame.as_ref().map(|f| (f.opcode, f.len, f.seen)),
-                self.wire.last_batch,
-                self.wire
-                    .expected
-                    .iter()
-                    .take(4)
-                    .map(|e| (e.payload.len(), e.batch))
-                    .collect::<Vec<_>>()
-            );
-            self.wire.urgent_cut = Some(UrgentCut {
-                header_pending: self.wire.header_len > 0,
-            });
-            self.closed_by(Cause::Ours {
-                code,
-                reason: reason.to_owned(),
-            });
-        } else {
+        if !open {
             assert_eq!(
                 (self.session.phase(), self.session.queued()),
                 (phase, before)
             );
+            return;
         }
+        assert_eq!(self.session.phase(), Phase::Closing);
+        match order {
+            CloseOrder::AfterData => {
+                assert!(self.session.queued() > before, "close() queued nothing");
+            }
+            _ => {
+                self.urgent = true;
+                trace!(
+                    "  urgent cut: header {:02x?}, frame {:?}, last batch {:?}, next {:?}",
+                    &self.wire.header[..self.wire.header_len],
+                    self.wire.frame.as_ref().map(|f| (f.opcode, f.len, f.seen)),
+                    self.wire.last_batch,
+                    self.wire
+                        .expected
+                        .iter()
+                        .take(4)
+                        .map(|e| (e.payload.len(), e.batch))
+                        .collect::<Vec<_>>()
+                );
+                self.wire.urgent_cut = Some(UrgentCut {
+                    header_pending: self.wire.header_len > 0,
+                });
+            }
+        }
+        self.closed_by(Cause::Ours {
+            code,
+            reason: reason.to_owned(),
+        });
     }
 
     /// `Dispatch::end_of_input`: one write, then removal.
