@@ -2,6 +2,7 @@
 //! card keeps runtime dependencies to the essentials).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use wsloop::{Backpressure, CloseCode, Config};
@@ -24,6 +25,15 @@ pub struct Options {
     pub mode: Mode,
     pub config: Config,
     pub ticker_interval: Option<Duration>,
+    /// Certificate chain and key PEM files: serve TLS.
+    pub tls: Option<TlsFiles>,
+}
+
+/// Where `--tls-cert` and `--tls-key` point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 pub const USAGE: &str = "\
@@ -60,6 +70,11 @@ FLAGS:
     --idle-timeout SECS         close (1001) connections sending no message this long;
                                 0 disables [default: 0]
     --ticker-interval SECS      playground ticker period; 0 disables [default: 0.2]
+    --tls-cert FILE             serve wss:// and https:// with this PEM certificate chain
+                                (leaf first); needs --tls-key and a build with the `tls`
+                                feature. SIGHUP reloads both files: new handshakes
+                                present the new certificate, open connections stay
+    --tls-key FILE              the certificate's PEM private key (PKCS#8, PKCS#1, SEC1)
     -h, --help                  print this help
     -V, --version               print the version
 
@@ -82,7 +97,9 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
         mode: Mode::Playground,
         config: Config::default(),
         ticker_interval: Some(Duration::from_millis(200)),
+        tls: None,
     };
+    let (mut tls_cert, mut tls_key) = (None, None);
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -137,8 +154,22 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
             "--close-timeout" => c.close_timeout = seconds(&flag, &value()?)?,
             "--idle-timeout" => c.idle_timeout = optional_seconds(&flag, &value()?)?,
             "--ticker-interval" => options.ticker_interval = optional_seconds(&flag, &value()?)?,
+            "--tls-cert" => tls_cert = Some(PathBuf::from(value()?)),
+            "--tls-key" => tls_key = Some(PathBuf::from(value()?)),
             other => return Err(format!("unknown flag `{other}` (see --help)")),
         }
+    }
+    options.tls = match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        (None, None) => None,
+        (Some(_), None) => return Err("--tls-cert needs --tls-key".into()),
+        (None, Some(_)) => return Err("--tls-key needs --tls-cert".into()),
+    };
+    if options.tls.is_some() && !cfg!(feature = "tls") {
+        return Err(
+            "this wsloop was built without TLS: rebuild with `--features tls` to use --tls-cert"
+                .into(),
+        );
     }
     Ok(Parsed::Run(Box::new(options)))
 }
@@ -221,6 +252,8 @@ mod tests {
             &["--ping-interval"],
             &["--bogus"],
             &["--max-headers", "-3"],
+            &["--tls-cert", "cert.pem"],
+            &["--tls-key", "key.pem"],
         ] {
             assert!(run(args).is_err(), "{args:?}");
         }

@@ -44,6 +44,8 @@
 
 pub mod protocol;
 mod server;
+#[cfg(feature = "tls")]
+pub mod tls;
 // Public for the fuzzer and the benches, which drive sessions in memory;
 // not part of the documented API.
 #[doc(hidden)]
@@ -57,6 +59,8 @@ pub use server::{
     Accept, Backpressure, Config, ConnCtx, ConnId, Ctx, Handle, Handler, Metrics, Response,
     SendStatus, Server,
 };
+#[cfg(feature = "tls")]
+pub use tls::{TlsConfig, TlsError};
 
 /// The README's Rust examples, compiled and run as doc tests.
 #[cfg(doctest)]

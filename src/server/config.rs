@@ -75,6 +75,11 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// Size of the loop-wide read buffer (default 64 KiB).
     pub read_buffer_size: usize,
+    /// Serve TLS (`wss://`, `https://`) on the listening port with this
+    /// configuration (default: none, plain TCP). Replace it on a running
+    /// server with [`Handle::reload_tls`](crate::Handle::reload_tls).
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl Default for Config {
@@ -96,6 +101,8 @@ impl Default for Config {
             pong_timeout: session.pong_timeout,
             idle_timeout: session.idle_timeout,
             read_buffer_size: 64 * 1024,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }

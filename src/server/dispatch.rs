@@ -316,6 +316,8 @@ impl<H: Handler> Dispatch<H> {
         if let Ok(written) = conn.session.write_to(&mut conn.transport, &mut state.pool) {
             state.metrics.bytes_out += written as u64;
         }
+        conn.transport.close_notify();
+        let _ = conn.transport.send_pending();
         self.remove(key);
     }
 
@@ -351,24 +353,47 @@ impl<H: Handler> Dispatch<H> {
             return;
         };
         conn.dirty = false;
-        match conn.session.write_to(&mut conn.transport, &mut state.pool) {
-            Ok(written) => state.metrics.bytes_out += written as u64,
+        let all_sent = conn
+            .session
+            .write_to(&mut conn.transport, &mut state.pool)
+            .and_then(|written| {
+                state.metrics.bytes_out += written as u64;
+                conn.transport.send_pending()
+            });
+        let all_sent = match all_sent {
+            Ok(all_sent) => all_sent,
             Err(e) => {
                 log::debug!("{} write failed: {e}", state.id_of(key));
                 return self.remove(key);
             }
-        }
+        };
         let cap = state.config.max_outbound_buffer;
         if conn.read_paused && conn.queued() <= cap / 2 {
             conn.read_paused = false;
             state.pending_reads.push(key);
+        }
+        if !all_sent {
+            // The transport holds ciphertext the socket did not take: wait
+            // for the socket's writable edge before anything follows it.
+            conn.congested = true;
+            return;
         }
         match conn.session.after_write() {
             Flushed::Pending => {
                 conn.congested = true;
                 return;
             }
-            Flushed::Finished => return self.remove(key),
+            Flushed::Finished => {
+                // The closing handshake is over: close_notify goes before
+                // the FIN (TLS), and if the socket cannot take it now, on
+                // its next writable edge.
+                conn.transport.close_notify();
+                match conn.transport.send_pending() {
+                    Ok(false) => conn.congested = true,
+                    Ok(true) | Err(_) => self.remove(key),
+                }
+                return;
+            }
             Flushed::ShutdownWrite => {
                 // Nothing more will ever be sent: say so, and wait for the
                 // peer's close frame or EOF.

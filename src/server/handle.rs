@@ -19,6 +19,8 @@ pub(crate) enum Command {
     Publish(String, Vec<u8>),
     Close(ConnId, CloseCode, String),
     Post(Box<dyn Any + Send>),
+    #[cfg(feature = "tls")]
+    ReloadTls(crate::tls::TlsConfig),
 }
 
 /// A cloneable, `Send` handle to a running server.
@@ -85,6 +87,23 @@ impl Handle {
     /// the loop's thread, where it can use the full [`Ctx`](crate::Ctx).
     pub fn post(&self, value: impl Any + Send) -> bool {
         self.submit(Command::Post(Box::new(value)))
+    }
+
+    /// Replaces the TLS configuration (cargo feature `tls`): handshakes
+    /// that start after the loop picks it up present the new certificate;
+    /// open connections, and handshakes already under way, keep the one
+    /// they started with. A server started without TLS stays plain and
+    /// logs a warning.
+    ///
+    /// ```no_run
+    /// # fn reload(handle: &wsloop::Handle) -> Result<(), wsloop::TlsError> {
+    /// let tls = wsloop::TlsConfig::from_pem_files("cert.pem", "key.pem")?;
+    /// handle.reload_tls(tls);
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn reload_tls(&self, tls: crate::tls::TlsConfig) -> bool {
+        self.submit(Command::ReloadTls(tls))
     }
 
     /// Starts a graceful shutdown: stop accepting, flush what is queued,

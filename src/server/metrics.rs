@@ -16,6 +16,10 @@ pub struct Metrics {
     /// Upgrade requests refused (bad request, rejected by the application,
     /// timed out, over the connection limit).
     pub handshake_failures: u64,
+    /// TLS handshakes that failed (an alert, garbage such as plain HTTP on
+    /// the TLS port, a truncated hello); also counted in
+    /// `handshake_failures`.
+    pub tls_handshake_failures: u64,
     /// Plain HTTP requests served.
     pub http_requests: u64,
     /// Messages received.
@@ -64,6 +68,12 @@ impl Metrics {
             "counter",
             "Upgrade requests refused or timed out.",
             self.handshake_failures,
+        );
+        metric(
+            "wsloop_tls_handshake_failures_total",
+            "counter",
+            "TLS handshakes that failed.",
+            self.tls_handshake_failures,
         );
         metric(
             "wsloop_http_requests_total",

@@ -23,6 +23,8 @@ mod handler;
 mod metrics;
 mod state;
 mod timers;
+#[cfg(feature = "tls")]
+mod tls_stream;
 mod topics;
 mod transport;
 
@@ -49,7 +51,7 @@ use self::dispatch::Dispatch;
 use self::handle::Command;
 use self::state::{LoopState, Recipients};
 use self::timers::TimerKind;
-use self::transport::{Input, Transport};
+use self::transport::Input;
 use crate::protocol::close::CloseCode;
 use crate::protocol::message::Decoder;
 use crate::session::{CloseOrder, Phase};
@@ -264,17 +266,35 @@ impl<H: Handler> Server<H> {
                 conn.read_paused = true;
                 return;
             }
-            let (n, drained) = match conn.transport.read(&mut self.read_buf) {
+            let input = conn.transport.read(&mut self.read_buf);
+            let handshaking = conn.transport.is_handshaking();
+            let has_output = conn.transport.has_output();
+            if has_output {
+                // A TLS handshake flight or alert to send, whatever the
+                // read returned.
+                state.mark_dirty(key);
+            }
+            let (n, drained) = match input {
                 Ok(Input::Data { len, drained }) => (len, drained),
                 Ok(Input::Eof) => return self.dispatch.end_of_input(key),
                 Ok(Input::WouldBlock) => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    log::debug!("{} read failed: {e}", state.id_of(key));
+                    if handshaking {
+                        log::debug!(
+                            "TLS handshake from {:?} failed: {e}",
+                            state.conns[key].transport.peer_addr()
+                        );
+                        state.metrics.handshake_failures += 1;
+                        state.metrics.tls_handshake_failures += 1;
+                    } else {
+                        log::debug!("{} read failed: {e}", state.id_of(key));
+                    }
+                    // The alert, if any, is already written.
                     return self.dispatch.remove(key);
                 }
             };
-            if conn.session.bytes_arrived(state.now) {
+            if state.conns[key].session.bytes_arrived(state.now) {
                 // The timer entry was for the pong deadline; the next ping
                 // may be due sooner (an interval shorter than the pong
                 // timeout).
@@ -353,12 +373,21 @@ impl<H: Handler> Server<H> {
                 state.config.max_connections
             );
             state.metrics.handshake_failures += 1;
-            let response = Response::new(503, "server is at its connection limit\n").to_bytes();
-            let _ = stream.write(&response);
+            if !state.serves_tls() {
+                // (A TLS client could not read a plain answer.)
+                let response = Response::new(503, "server is at its connection limit\n").to_bytes();
+                let _ = stream.write(&response);
+            }
             return;
         }
         let _ = stream.set_nodelay(true);
-        let mut transport = Transport::Plain(stream);
+        let mut transport = match state.new_transport(stream) {
+            Ok(transport) => transport,
+            Err(e) => {
+                log::warn!("could not set up {peer}: {e}");
+                return;
+            }
+        };
         let entry = state.conns.vacant_entry();
         let key = entry.key();
         if let Err(e) = state.registry.register(
@@ -402,6 +431,8 @@ impl<H: Handler> Server<H> {
                     }
                 }
                 Command::Post(value) => self.dispatch.call_loop(|h, ctx| h.on_post(ctx, value)),
+                #[cfg(feature = "tls")]
+                Command::ReloadTls(tls) => state.reload_tls(tls),
             }
         }
     }

@@ -4,16 +4,23 @@
 //! happens to a connection; this module routes messages to them and keeps
 //! the reactor's bookkeeping (dirty list, deadlines, the outbound cap).
 
+use std::io;
 use std::rc::Rc;
+#[cfg(feature = "tls")]
+use std::sync::Arc;
 
 use mio::Registry;
+use mio::net::TcpStream;
 use slab::Slab;
 
 use super::config::{Backpressure, Config};
 use super::conn::{ConnId, Connection, SendStatus};
 use super::metrics::Metrics;
 use super::timers::{CONN_DEADLINE_GRID, Clock, Tick, TimerKind, Timers, heartbeat_grid};
+#[cfg(feature = "tls")]
+use super::tls_stream::TlsStream;
 use super::topics::Topics;
+use super::transport::Transport;
 use crate::protocol::close::CloseCode;
 use crate::protocol::frame::encoded_len;
 use crate::protocol::message::{Message, encode_message};
@@ -91,6 +98,36 @@ impl<S> LoopState<S> {
             pending: None,
             config,
         }
+    }
+
+    /// Whether new connections speak TLS.
+    #[inline]
+    pub(crate) fn serves_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.config.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
+    }
+
+    /// The transport for a newly accepted socket: TLS when configured.
+    pub(crate) fn new_transport(&self, stream: TcpStream) -> io::Result<Transport> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.config.tls {
+            let stream = TlsStream::new(stream, Arc::clone(tls.server_config()))?;
+            return Ok(Transport::Tls(Box::new(stream)));
+        }
+        Ok(Transport::Plain(stream))
+    }
+
+    /// Swaps the TLS configuration that new connections start with.
+    #[cfg(feature = "tls")]
+    pub(crate) fn reload_tls(&mut self, tls: crate::tls::TlsConfig) {
+        if self.config.tls.is_none() {
+            log::warn!("TLS reload ignored: this server was started without TLS");
+            return;
+        }
+        log::info!("TLS configuration reloaded: new handshakes use it");
+        self.config.tls = Some(tls);
     }
 
     pub(crate) fn id_of(&self, key: usize) -> ConnId {
