@@ -5,20 +5,26 @@ CARGO ?= cargo
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
 
-.PHONY: run test lint unit autobahn e2e bench bench-smoke bench-peers bench-codec fuzz fuzz-smoke clean
+.PHONY: run test lint unit autobahn autobahn-tls tls-e2e e2e bench bench-smoke bench-peers bench-codec fuzz fuzz-smoke clean
 
 run:
 	$(CARGO) run --release
 
-test: lint unit autobahn bench-smoke fuzz-smoke e2e
+# Every optional feature is built and tested on as well as off.
+FEATURES ?= tls
+
+test: lint unit autobahn autobahn-tls bench-smoke fuzz-smoke tls-e2e e2e
 
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets --all-features -- -D warnings
 
 unit:
 	$(CARGO) test --all-targets
 	$(CARGO) test --doc
+	$(CARGO) test --all-targets --features "$(FEATURES)"
+	$(CARGO) test --doc --features "$(FEATURES)"
 
 $(VENV)/.installed:
 	python3 -m venv $(VENV)
@@ -29,6 +35,16 @@ $(VENV)/.installed:
 autobahn: $(VENV)/.installed
 	$(CARGO) build --release --bin wsloop
 	$(PY) scripts/autobahn.py --server target/release/wsloop --cases '1.*' '2.*' '3.*' '4.*' '5.*' '6.*' '7.*' '9.*' '10.*'
+
+# The same cases through TLS: kosoku speaks no TLS, so socat bridges it.
+autobahn-tls: $(VENV)/.installed
+	$(CARGO) build --release --features tls --bin wsloop
+	$(PY) scripts/autobahn.py --tls --server target/release/wsloop --outdir reports/autobahn-tls --cases '1.*' '2.*' '3.*' '4.*' '5.*' '6.*' '7.*' '9.*' '10.*'
+
+# wss:// and https:// against real clients: Python websockets, openssl
+# s_client (TLS 1.2 and 1.3), certificate reload, graceful shutdown.
+tls-e2e: $(VENV)/.installed
+	bash scripts/tls_e2e.sh
 
 e2e:
 	bash scripts/e2e.sh
