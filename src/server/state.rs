@@ -4,6 +4,8 @@
 //! happens to a connection; this module routes messages to them and keeps
 //! the reactor's bookkeeping (dirty list, deadlines, the outbound cap).
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::rc::Rc;
 
 use mio::Registry;
@@ -47,6 +49,10 @@ pub(crate) struct LoopState<S> {
     scratch: Vec<usize>,
     /// Broadcast frames not yet queued (see [`LoopState::seal`]).
     pending: Option<PendingFanOut>,
+    /// The client address of each open connection that a trusted proxy
+    /// forwarded ([`Config::trusted_proxies`]), by slab key. Kept beside the
+    /// slab rather than in it, so connections without a proxy stay small.
+    pub(crate) forwarded_peers: HashMap<usize, SocketAddr>,
 }
 
 /// Who a broadcast batch goes to.
@@ -89,6 +95,7 @@ impl<S> LoopState<S> {
             shutdown_requested: false,
             scratch: Vec::new(),
             pending: None,
+            forwarded_peers: HashMap::new(),
             config,
         }
     }
