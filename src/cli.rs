@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use wsloop::{Backpressure, CloseCode, Config};
+use wsloop::{Backpressure, CloseCode, Config, ForwardedHeader, IpNet};
 
 /// What every path does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +75,15 @@ FLAGS:
                                 feature. SIGHUP reloads both files: new handshakes
                                 present the new certificate, open connections stay
     --tls-key FILE              the certificate's PEM private key (PKCS#8, PKCS#1, SEC1)
+    --trusted-proxy LIST        reverse proxies whose forwarding header is believed:
+                                comma-separated addresses and CIDR networks, e.g.
+                                127.0.0.1,10.0.0.0/8,::1,fd00::/8; may be repeated. For
+                                their requests the client is the header's rightmost
+                                entry that is not a trusted proxy (port 0 unless the
+                                entry has one) [default: none: headers ignored]
+    --forwarded-header NAME     x-forwarded-for | forwarded (RFC 7239): the header the
+                                trusted proxies write; only it is read
+                                [default: x-forwarded-for]
     -h, --help                  print this help
     -V, --version               print the version
 
@@ -156,6 +165,14 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
             "--ticker-interval" => options.ticker_interval = optional_seconds(&flag, &value()?)?,
             "--tls-cert" => tls_cert = Some(PathBuf::from(value()?)),
             "--tls-key" => tls_key = Some(PathBuf::from(value()?)),
+            "--trusted-proxy" => c.trusted_proxies.extend(proxies(&flag, &value()?)?),
+            "--forwarded-header" => {
+                c.forwarded_header = match value()?.to_ascii_lowercase().as_str() {
+                    "x-forwarded-for" => ForwardedHeader::XForwardedFor,
+                    "forwarded" => ForwardedHeader::Forwarded,
+                    other => return Err(format!("--forwarded-header: unknown header `{other}`")),
+                }
+            }
             other => return Err(format!("unknown flag `{other}` (see --help)")),
         }
     }
@@ -196,6 +213,16 @@ fn optional_seconds(flag: &str, value: &str) -> Result<Option<Duration>, String>
         return Ok(None);
     }
     seconds(flag, value).map(Some)
+}
+
+/// A comma-separated list of addresses and CIDR networks.
+fn proxies(flag: &str, value: &str) -> Result<Vec<IpNet>, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse().map_err(|e| format!("{flag}: {e}")))
+        .collect()
 }
 
 #[cfg(test)]
@@ -245,6 +272,29 @@ mod tests {
     }
 
     #[test]
+    fn trusted_proxies_are_a_list_and_may_repeat() {
+        let options = run(&[
+            "--trusted-proxy",
+            "127.0.0.1, 10.0.0.0/8",
+            "--trusted-proxy=::1,fd00::/8",
+            "--forwarded-header",
+            "Forwarded",
+        ])
+        .unwrap();
+        let listed: Vec<String> = options
+            .config
+            .trusted_proxies
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(listed, ["127.0.0.1/32", "10.0.0.0/8", "::1/128", "fd00::/8"]);
+        assert_eq!(options.config.forwarded_header, ForwardedHeader::Forwarded);
+        let defaults = run(&[]).unwrap().config;
+        assert!(defaults.trusted_proxies.is_empty());
+        assert_eq!(defaults.forwarded_header, ForwardedHeader::XForwardedFor);
+    }
+
+    #[test]
     fn bad_input_is_an_error_not_a_panic() {
         for args in [
             &["--listen", "nowhere"][..],
@@ -254,6 +304,10 @@ mod tests {
             &["--max-headers", "-3"],
             &["--tls-cert", "cert.pem"],
             &["--tls-key", "key.pem"],
+            &["--trusted-proxy", "10.0.0.0/33"],
+            &["--trusted-proxy", "127.0.0.1,nginx"],
+            &["--trusted-proxy"],
+            &["--forwarded-header", "x-real-ip"],
         ] {
             assert!(run(args).is_err(), "{args:?}");
         }

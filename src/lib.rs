@@ -53,6 +53,7 @@ pub mod session;
 
 pub use protocol::ProtocolError;
 pub use protocol::close::CloseCode;
+pub use protocol::forwarded::{ForwardedHeader, IpNet};
 pub use protocol::handshake::Request;
 pub use protocol::message::Message;
 pub use server::{

@@ -7,6 +7,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use sha1::{Digest, Sha1};
 
+use super::forwarded::{ForwardedHeader, IpNet, client_addr};
+
 /// The GUID every server appends to the client's key (RFC 6455 §1.3).
 const ACCEPT_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -89,7 +91,10 @@ pub struct Request<'a> {
     method: &'a str,
     target: &'a str,
     headers: &'a [httparse::Header<'a>],
+    /// The client: `remote`, or what a trusted proxy's header says.
     peer: Option<SocketAddr>,
+    /// The TCP peer.
+    remote: Option<SocketAddr>,
 }
 
 impl<'a> Request<'a> {
@@ -151,14 +156,67 @@ impl<'a> Request<'a> {
         self.header("Origin")
     }
 
-    /// The address of the peer that sent the request, when known.
+    /// The client's address, when known: the TCP peer's, unless the TCP
+    /// peer is a trusted proxy ([`Config::trusted_proxies`]); then the
+    /// address its forwarding header names, by the rightmost-untrusted rule
+    /// of [`forwarded`](super::forwarded), with the port the header gives
+    /// or 0. Use it for logging, rate limits and access rules.
+    ///
+    /// [`Config::trusted_proxies`]: crate::Config::trusted_proxies
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.peer
     }
 
-    /// Attaches the peer address (the reactor knows it; the parser does not).
+    /// The TCP peer's address, whatever the headers say: behind a reverse
+    /// proxy, the proxy's. Equal to [`peer_addr`](Self::peer_addr) unless a
+    /// trusted proxy forwarded the request.
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.remote
+    }
+
+    /// Attaches the TCP peer's address (the reactor knows it; the parser
+    /// does not), as both [`remote_addr`](Self::remote_addr) and
+    /// [`peer_addr`](Self::peer_addr).
     pub fn with_peer(mut self, peer: Option<SocketAddr>) -> Request<'a> {
         self.peer = peer;
+        self.remote = peer;
+        self
+    }
+
+    /// When the TCP peer is in `trusted`, takes [`peer_addr`](Self::peer_addr)
+    /// from the `header` lines by the rightmost-untrusted rule
+    /// ([`forwarded::client_addr`](super::forwarded::client_addr)); otherwise,
+    /// and when nothing is trusted, changes nothing. The reactor calls it
+    /// after [`with_peer`](Self::with_peer) with [`Config::trusted_proxies`]
+    /// and [`Config::forwarded_header`].
+    ///
+    /// ```
+    /// # use wsloop::protocol::handshake::parse_request;
+    /// use wsloop::protocol::forwarded::{ForwardedHeader, IpNet};
+    /// let raw = b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 6.6.6.6, 203.0.113.7\r\n\r\n";
+    /// let mut headers = [httparse::EMPTY_HEADER; 8];
+    /// let (req, _) = parse_request(raw, &mut headers, Default::default()).unwrap().unwrap();
+    /// let trusted: Vec<IpNet> = vec!["127.0.0.1".parse().unwrap()];
+    /// let req = req
+    ///     .with_peer(Some("127.0.0.1:40000".parse().unwrap()))
+    ///     .with_trusted_proxies(&trusted, ForwardedHeader::XForwardedFor);
+    /// assert_eq!(req.peer_addr(), Some("203.0.113.7:0".parse().unwrap()));
+    /// assert_eq!(req.remote_addr(), Some("127.0.0.1:40000".parse().unwrap()));
+    /// ```
+    ///
+    /// [`Config::trusted_proxies`]: crate::Config::trusted_proxies
+    /// [`Config::forwarded_header`]: crate::Config::forwarded_header
+    pub fn with_trusted_proxies(mut self, trusted: &[IpNet], header: ForwardedHeader) -> Request<'a> {
+        if let Some(remote) = self.remote
+            && !trusted.is_empty()
+        {
+            let values = self
+                .headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case(header.name()))
+                .map(|h| h.value);
+            self.peer = Some(client_addr(remote, trusted, header, values));
+        }
         self
     }
 
@@ -264,6 +322,7 @@ where
         target: req.path.unwrap_or("/"),
         headers: req.headers,
         peer: None,
+        remote: None,
     };
     Ok(Some((request, head_len)))
 }

@@ -1,4 +1,5 @@
-//! The sans-IO RFC 6455 core.
+//! The sans-IO RFC 6455 core (and, in [`forwarded`], the reading of
+//! reverse proxies' forwarding headers).
 //!
 //! Nothing in this module touches a socket, a clock or mio: it turns bytes
 //! into values and values into bytes, so it can be unit-tested, fuzzed and
@@ -6,6 +7,7 @@
 
 pub mod close;
 pub mod extension;
+pub mod forwarded;
 pub mod frame;
 pub mod handshake;
 pub mod message;

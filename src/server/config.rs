@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::protocol::close::CloseCode;
+use crate::protocol::forwarded::{ForwardedHeader, IpNet};
 use crate::protocol::handshake::HeadLimits;
 use crate::protocol::message::DecoderLimits;
 use crate::session::SessionConfig;
@@ -80,6 +81,31 @@ pub struct Config {
     /// server with [`Handle::reload_tls`](crate::Handle::reload_tls).
     #[cfg(feature = "tls")]
     pub tls: Option<crate::tls::TlsConfig>,
+    /// Reverse proxies whose forwarding header is believed: addresses and
+    /// CIDR networks (default: none, so the header is ignored). When the
+    /// TCP peer is in this list, [`Request::peer_addr`] and
+    /// [`ConnCtx::peer_addr`] report the client named by
+    /// [`forwarded_header`](Self::forwarded_header), read from the right
+    /// past the listed proxies (the rightmost-untrusted rule; see
+    /// [`forwarded`](crate::protocol::forwarded)), and `remote_addr` the
+    /// proxy. List only proxies that append to that header: anyone listed
+    /// can claim any client address.
+    ///
+    /// ```
+    /// use wsloop::Config;
+    /// let mut config = Config::default();
+    /// // nginx on this machine, and a load balancer somewhere in 10/8.
+    /// config.trusted_proxies = vec!["127.0.0.1".parse().unwrap(), "10.0.0.0/8".parse().unwrap()];
+    /// assert!(config.trusted_proxies[1].contains("10.1.2.3".parse().unwrap()));
+    /// ```
+    ///
+    /// [`Request::peer_addr`]: crate::Request::peer_addr
+    /// [`ConnCtx::peer_addr`]: crate::ConnCtx::peer_addr
+    pub trusted_proxies: Vec<IpNet>,
+    /// The forwarding header the trusted proxies write, and the only one
+    /// read (default `X-Forwarded-For`): a proxy passes the other one on
+    /// from the client untouched.
+    pub forwarded_header: ForwardedHeader,
 }
 
 impl Default for Config {
@@ -103,6 +129,8 @@ impl Default for Config {
             read_buffer_size: 64 * 1024,
             #[cfg(feature = "tls")]
             tls: None,
+            trusted_proxies: Vec::new(),
+            forwarded_header: ForwardedHeader::XForwardedFor,
         }
     }
 }

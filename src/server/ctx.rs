@@ -191,8 +191,25 @@ impl<'a, S> ConnCtx<'a, S> {
         self.ctx.state.id_of(self.key)
     }
 
-    /// The peer's address (`None` once the socket is disconnected).
+    /// The client's address: the one [`Request::peer_addr`] reported at
+    /// the upgrade. That is the TCP peer's (`None` once the socket is
+    /// disconnected) unless a trusted proxy
+    /// ([`Config::trusted_proxies`]) forwarded the connection; then it is
+    /// the client its forwarding header named, kept for the connection's
+    /// whole life.
+    ///
+    /// [`Request::peer_addr`]: crate::Request::peer_addr
     pub fn peer_addr(&self) -> Option<SocketAddr> {
+        match self.ctx.state.forwarded_peers.get(&self.key) {
+            Some(&client) => Some(client),
+            None => self.remote_addr(),
+        }
+    }
+
+    /// The TCP peer's address, whatever a proxy's headers said: behind a
+    /// reverse proxy, the proxy's (`None` once the socket is
+    /// disconnected). See [`Request::remote_addr`](crate::Request::remote_addr).
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
         self.ctx.state.conns[self.key].transport.peer_addr()
     }
 

@@ -37,6 +37,9 @@ enum HeadOutcome<S> {
         response: Vec<u8>,
         head_len: usize,
         path: String,
+        /// The client's address when a trusted proxy forwarded the request
+        /// and it differs from the TCP peer.
+        forwarded: Option<std::net::SocketAddr>,
     },
 }
 
@@ -121,7 +124,12 @@ impl<H: Handler> Dispatch<H> {
                 response,
                 head_len,
                 path,
+                forwarded,
             } => {
+                match forwarded {
+                    Some(client) => self.state.forwarded_peers.insert(key, client),
+                    None => self.state.forwarded_peers.remove(&key),
+                };
                 self.open(key, state, response, &path);
                 // Bytes after the head are the client's first frames.
                 let rest: &mut [u8] = if pending.is_empty() {
@@ -152,7 +160,14 @@ impl<H: Handler> Dispatch<H> {
                 };
             }
         };
-        let request = request.with_peer(peer);
+        let config = &self.state.config;
+        let request = request
+            .with_peer(peer)
+            .with_trusted_proxies(&config.trusted_proxies, config.forwarded_header);
+        let forwarded = request.peer_addr().filter(|&client| Some(client) != peer);
+        if let Some(client) = forwarded {
+            log::debug!("{peer:?} forwards a request from {client}");
+        }
         if !request.wants_upgrade() {
             return HeadOutcome::Respond {
                 response: self.serve_http(&request),
@@ -180,6 +195,7 @@ impl<H: Handler> Dispatch<H> {
                 state: accept.state,
                 head_len,
                 path: request.path().to_owned(),
+                forwarded,
             },
             Ok(Err(refusal)) => {
                 log::debug!(
@@ -342,6 +358,7 @@ impl<H: Handler> Dispatch<H> {
             self.state.leave_all_topics(key);
         }
         self.state.conns.remove(key);
+        self.state.forwarded_peers.remove(&key);
     }
 
     /// Writes what connection `key` has queued, then applies what the

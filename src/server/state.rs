@@ -5,6 +5,8 @@
 //! the reactor's bookkeeping (dirty list, deadlines, the outbound cap).
 
 use std::io;
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::rc::Rc;
 #[cfg(feature = "tls")]
 use std::sync::Arc;
@@ -54,6 +56,10 @@ pub(crate) struct LoopState<S> {
     scratch: Vec<usize>,
     /// Broadcast frames not yet queued (see [`LoopState::seal`]).
     pending: Option<PendingFanOut>,
+    /// The client address of each open connection that a trusted proxy
+    /// forwarded ([`Config::trusted_proxies`]), by slab key. Kept beside the
+    /// slab rather than in it, so connections without a proxy stay small.
+    pub(crate) forwarded_peers: HashMap<usize, SocketAddr>,
 }
 
 /// Who a broadcast batch goes to.
@@ -96,6 +102,7 @@ impl<S> LoopState<S> {
             shutdown_requested: false,
             scratch: Vec::new(),
             pending: None,
+            forwarded_peers: HashMap::new(),
             config,
         }
     }
