@@ -45,7 +45,8 @@ USAGE:
 With no flags, listens on 127.0.0.1:9001 as a playground that routes by path:
     /broadcast          each message goes to every other /broadcast client
     /chat/ROOM          chat room with join/leave notices; a message reaches the
-    /chat?room=R&name=N room but not its sender (JSON {type, payload} frames)
+    /chat?room=R&name=N room but not its sender (JSON {type, payload} frames;
+                        send {\"type\":\"chat\",\"payload\":\"hi\"} or plain text)
     /ticker             prices pushed several times a second from a background thread
     any other path      echoes every message back
 Plain HTTP on the same port: GET / (demo page), /healthz, /metrics.

@@ -2,6 +2,7 @@
 //! Run `wsloop --help` for the flags.
 
 mod cli;
+mod json;
 mod playground;
 
 use std::process::ExitCode;

@@ -143,12 +143,14 @@ impl Json {
     }
 
     fn get(&self, key: &str) -> &Json {
+        self.field(key)
+            .unwrap_or_else(|| panic!("no field {key:?} in {self:?}"))
+    }
+
+    /// The field `key`, if the object has it.
+    fn field(&self, key: &str) -> Option<&Json> {
         match self {
-            Json::Obj(fields) => fields
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v)
-                .unwrap_or_else(|| panic!("no field {key:?} in {self:?}")),
+            Json::Obj(fields) => fields.iter().find(|(k, _)| k == key).map(|(_, v)| v),
             _ => panic!("not an object: {self:?}"),
         }
     }
@@ -315,6 +317,37 @@ fn expect_json(ws: &mut Client, kind: &str) -> Json {
     payload
 }
 
+/// The next frame must be an `error` with `code`; returns its payload.
+fn expect_error(ws: &mut Client, code: &str) -> Json {
+    let error = expect_json(ws, "error");
+    assert_eq!(error.get("code").str(), code, "{error:?}");
+    assert!(!error.get("message").str().is_empty());
+    error
+}
+
+/// alice and then bob in `room`, past their welcome and join frames.
+fn alice_and_bob(bin: &Bin, room: &str) -> (Client, Client) {
+    let mut alice = ws_connect(bin.addr, &format!("/chat/{room}?name=alice"));
+    expect_json(&mut alice, "welcome");
+    let mut bob = ws_connect(bin.addr, &format!("/chat/{room}?name=bob"));
+    expect_json(&mut bob, "welcome");
+    assert_eq!(expect_json(&mut alice, "join").get("name").str(), "bob");
+    (alice, bob)
+}
+
+/// Asserts that `to` received nothing from `from` since the last check:
+/// one short bounded read, then a sentinel line, which must be `to`'s
+/// very next frame. The loop handles one connection's frames in order, so
+/// anything the earlier frames had sent `to` would have come first.
+fn assert_nothing_relayed(from: &mut Client, to: &mut Client) {
+    if let Err(e) = ws_silent_for(to, Duration::from_millis(50)) {
+        panic!("relayed: {e}");
+    }
+    ws_send(from, "sentinel");
+    let chat = expect_json(to, "chat");
+    assert_eq!(chat.get("text").str(), "sentinel", "something was relayed");
+}
+
 // ------------------------------------------------------------------ tests
 
 #[test]
@@ -377,6 +410,178 @@ fn chat_rooms_announce_members_and_relay_to_others_only() {
         "for other only"
     );
     assert!(ws_silent_for(&mut alice, Duration::from_millis(100)).is_ok());
+}
+
+#[test]
+fn chat_relays_json_chat_frames_to_the_others_not_the_sender() {
+    let bin = Bin::start(&[]);
+    let (mut alice, mut bob) = alice_and_bob(&bin, "json");
+
+    ws_send(&mut alice, r#"{"type":"chat","payload":"hello in JSON"}"#);
+    let chat = expect_json(&mut bob, "chat");
+    assert_eq!(chat.get("from").str(), "alice");
+    assert_eq!(chat.get("text").str(), "hello in JSON");
+
+    // Escapes (a surrogate pair among them) are decoded, members in any
+    // order, extra members ignored, whitespace around it allowed; the
+    // payload is trimmed like a plain line.
+    ws_send(
+        &mut bob,
+        " {\"id\": 7, \"payload\": \" \\ud83d\\ude00 \\\"q\\\" \\u00e9\\nnext \", \"type\": \"chat\"}\n",
+    );
+    // Alice's next frame is bob's line: her own JSON chat never came back.
+    let chat = expect_json(&mut alice, "chat");
+    assert_eq!(chat.get("from").str(), "bob");
+    assert_eq!(chat.get("text").str(), "😀 \"q\" é\nnext");
+    assert!(ws_silent_for(&mut bob, Duration::from_millis(50)).is_ok());
+}
+
+#[test]
+fn chat_still_relays_plain_text_including_json_that_is_not_an_object() {
+    let bin = Bin::start(&[]);
+    let (mut alice, mut bob) = alice_and_bob(&bin, "plain");
+    for line in [
+        "plain text, as before",
+        r#"["an","array"]"#,
+        r#""a JSON string""#,
+        "42",
+        r#"not {"type":"chat"} at the start"#,
+    ] {
+        ws_send(&mut alice, line);
+        let chat = expect_json(&mut bob, "chat");
+        assert_eq!(chat.get("text").str(), line);
+    }
+    assert!(ws_silent_for(&mut alice, Duration::from_millis(50)).is_ok());
+}
+
+#[test]
+fn chat_unknown_type_gets_an_error_to_the_sender_only() {
+    let bin = Bin::start(&[]);
+    let (mut alice, mut bob) = alice_and_bob(&bin, "unknown");
+    ws_send(&mut alice, r#"{"type":"foo","payload":"hi"}"#);
+    let error = expect_error(&mut alice, "unknown_type");
+    assert_eq!(error.get("received").str(), "foo");
+    assert!(
+        error.get("message").str().contains(r#"unknown type "foo""#),
+        "{error:?}"
+    );
+    // The server's own types are not commands.
+    ws_send(&mut alice, r#"{"type":"welcome","payload":{}}"#);
+    let error = expect_error(&mut alice, "unknown_type");
+    assert_eq!(error.get("received").str(), "welcome");
+    assert_nothing_relayed(&mut alice, &mut bob);
+    // The error left the connection open and working both ways.
+    ws_send(&mut bob, "still here");
+    assert_eq!(
+        expect_json(&mut alice, "chat").get("text").str(),
+        "still here"
+    );
+}
+
+#[test]
+fn chat_malformed_json_gets_an_invalid_json_error() {
+    let bin = Bin::start(&[]);
+    let (mut alice, mut bob) = alice_and_bob(&bin, "malformed");
+    ws_send(&mut alice, r#"{"type":"#);
+    let error = expect_error(&mut alice, "invalid_json");
+    assert_eq!(
+        error.get("message").str(),
+        "invalid JSON at byte 8: unexpected end of input"
+    );
+    assert_eq!(error.field("received"), None);
+    let too_deep = format!("{}1{}", "{\"a\":".repeat(40), "}".repeat(40));
+    for frame in [
+        r#"{"type":"chat","payload":"no closing brace""#,
+        "{type: 'chat', payload: 'hi'}",
+        r#"{"type":"chat","payload":"hi",}"#,
+        r#"{"type":"chat","payload":"lone \ud83d"}"#,
+        r#"{"type":"chat","payload":"a","type":"ping"}"#,
+        r#"  {"type":"chat","payload":"hi"} trailing"#,
+        &too_deep,
+    ] {
+        ws_send(&mut alice, frame);
+        let error = expect_error(&mut alice, "invalid_json");
+        assert!(
+            error
+                .get("message")
+                .str()
+                .starts_with("invalid JSON at byte "),
+            "{frame:?}: {error:?}"
+        );
+    }
+    assert_nothing_relayed(&mut alice, &mut bob);
+}
+
+#[test]
+fn chat_type_and_payload_must_be_strings() {
+    let bin = Bin::start(&[]);
+    let (mut alice, mut bob) = alice_and_bob(&bin, "kinds");
+    for (frame, code, received) in [
+        (r#"{"type":"chat","payload":42}"#, "bad_payload", "number"),
+        (
+            r#"{"type":"chat","payload":{"text":"hi"}}"#,
+            "bad_payload",
+            "object",
+        ),
+        (r#"{"type":"chat","payload":null}"#, "bad_payload", "null"),
+        (r#"{"type":"chat"}"#, "bad_payload", "missing"),
+        (r#"{"type":7,"payload":"hi"}"#, "bad_type", "number"),
+        (r#"{"type":["chat"],"payload":"hi"}"#, "bad_type", "array"),
+        (r#"{"payload":"hi"}"#, "bad_type", "missing"),
+    ] {
+        ws_send(&mut alice, frame);
+        let error = expect_error(&mut alice, code);
+        assert_eq!(error.get("received").str(), received, "{frame}");
+    }
+    assert_nothing_relayed(&mut alice, &mut bob);
+}
+
+#[test]
+fn chat_ping_gets_a_pong_with_the_same_payload() {
+    let bin = Bin::start(&[]);
+    let (mut alice, mut bob) = alice_and_bob(&bin, "ping");
+    ws_send(
+        &mut alice,
+        r#"{"type":"ping","payload":{"n":1.5,"s":"\u00e9 \"q\"","a":[true,null,{}]}}"#,
+    );
+    let pong = expect_json(&mut alice, "pong");
+    assert_eq!(
+        pong,
+        Json::parse(r#"{"n":1.5,"s":"é \"q\"","a":[true,null,{}]}"#)
+    );
+    ws_send(&mut alice, r#"{"type":"ping","payload":"t-1"}"#);
+    assert_eq!(expect_json(&mut alice, "pong").str(), "t-1");
+    ws_send(&mut alice, r#"{"type":"ping"}"#);
+    assert_eq!(expect_json(&mut alice, "pong"), Json::Null);
+    assert_nothing_relayed(&mut alice, &mut bob);
+}
+
+#[test]
+fn chat_drops_blank_lines_and_refuses_long_ones() {
+    let bin = Bin::start(&[]);
+    let (mut alice, mut bob) = alice_and_bob(&bin, "limits");
+    // Blank lines, either form, are dropped without a word.
+    ws_send(&mut alice, "  \n ");
+    ws_send(&mut alice, r#"{"type":"chat","payload":" \t "}"#);
+    assert!(ws_silent_for(&mut alice, Duration::from_millis(50)).is_ok());
+    // Over 4096 bytes: an error to the sender, in either form.
+    let long = "é".repeat(2049); // 4098 bytes
+    ws_send(&mut alice, &long);
+    let error = expect_error(&mut alice, "too_long");
+    assert!(error.get("message").str().contains("4096"), "{error:?}");
+    ws_send(
+        &mut alice,
+        &format!(r#"{{"type":"chat","payload":"{long}"}}"#),
+    );
+    expect_error(&mut alice, "too_long");
+    assert_nothing_relayed(&mut alice, &mut bob);
+    // Exactly 4096 bytes is relayed.
+    let longest = "é".repeat(2048);
+    ws_send(
+        &mut alice,
+        &format!(r#"{{"type":"chat","payload":"{longest}"}}"#),
+    );
+    assert_eq!(expect_json(&mut bob, "chat").get("text").str(), longest);
 }
 
 #[test]

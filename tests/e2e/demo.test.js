@@ -301,6 +301,24 @@ test('two pages in one room chat both ways; a third room hears nothing', async (
   assert.deepEqual(await members(carol), ['carol']);
 });
 
+test('a line the server refuses shows its error to the sender only', async () => {
+  const { alice, bob } = pages;
+  assert.ok(alice && bob, 'needs the pages from the chat test');
+  // 1500 euro signs are 4500 bytes of UTF-8: over the server's 4096.
+  await bob.fill('#chat-input', '€'.repeat(1500));
+  await bob.press('#chat-input', 'Enter');
+  await waitForNotice(bob, 'error', 'at most 4096 bytes');
+  assert.equal(await bob.getAttribute('#chat-log li[data-kind="error"]', 'data-code'), 'too_long');
+  // The socket stays open, the next line goes through, and alice saw no
+  // error and no long line: hers is the next message after the reply.
+  const after = 'That one was too long, this one is fine.';
+  await send(bob, after);
+  await waitForMessage(alice, 'chat', 'bob', after);
+  assert.equal(await alice.$$eval('#chat-log li[data-kind="error"]', (lis) => lis.length), 0);
+  assert.equal(await alice.$$eval('#chat-log li[data-kind="chat"]', (lis) => lis.length), 2);
+  assert.equal(await state(bob, '#chat-status'), 'open');
+});
+
 test('the ticker advances about five times a second', async () => {
   const page = pages.alice;
   assert.ok(page, 'needs the pages from the chat test');
