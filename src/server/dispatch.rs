@@ -357,7 +357,12 @@ impl<H: Handler> Dispatch<H> {
             self.call_conn(key, |h, conn| h.on_close(conn, code, &reason));
             self.state.leave_all_topics(key);
         }
-        self.state.conns.remove(key);
+        let mut conn = self.state.conns.remove(key);
+        // Every end, timeouts included, says close_notify when the socket
+        // takes it (TLS; nothing for plain TCP), so the peer can tell it
+        // from a truncation.
+        conn.transport.close_notify();
+        let _ = conn.transport.send_pending();
         self.state.forwarded_peers.remove(&key);
     }
 
