@@ -51,7 +51,8 @@ fn nginx_or_skip(test: &str) -> Option<PathBuf> {
     if found.is_some() {
         return found;
     }
-    let required = std::env::var_os("WSLOOP_REQUIRE_NGINX").is_some_and(|v| !v.is_empty() && v != "0");
+    let required =
+        std::env::var_os("WSLOOP_REQUIRE_NGINX").is_some_and(|v| !v.is_empty() && v != "0");
     assert!(
         !required,
         "WSLOOP_REQUIRE_NGINX is set but nginx is not on PATH (nor /usr/sbin/nginx): \
@@ -258,7 +259,7 @@ impl Handler for App {
 struct Stack {
     // Dropped in this order: nginx first, then the server.
     nginx: Nginx,
-    server: Running,
+    _server: Running,
     events: Receiver<Event>,
 }
 
@@ -268,7 +269,7 @@ fn stack(binary: &Path, config: Config) -> Stack {
     let nginx = start_nginx(binary, server.addr);
     Stack {
         nginx,
-        server,
+        _server: server,
         events,
     }
 }
@@ -376,7 +377,11 @@ fn an_upgrade_through_nginx_echoes() {
     let stream = TcpStream::connect(stack.nginx.addr).unwrap();
     let mut ws = ws_via(stream, stack.nginx.addr, &[]);
     let (_, forwarded_for) = stack.upgrade();
-    assert_eq!(forwarded_for.as_deref(), Some("127.0.0.1"), "nginx's header");
+    assert_eq!(
+        forwarded_for.as_deref(),
+        Some("127.0.0.1"),
+        "nginx's header"
+    );
     stack.opened();
     for text in ["hello through nginx", "and again"] {
         assert_echo(&mut ws, text);
@@ -389,8 +394,7 @@ fn an_upgrade_through_nginx_echoes() {
 
 #[test]
 fn heartbeats_keep_an_idle_connection_open_through_nginx() {
-    let Some(nginx) = nginx_or_skip("heartbeats_keep_an_idle_connection_open_through_nginx")
-    else {
+    let Some(nginx) = nginx_or_skip("heartbeats_keep_an_idle_connection_open_through_nginx") else {
         return;
     };
     // Pings every 0.5 s: the upstream is never silent for nginx's 2 s.
@@ -472,7 +476,11 @@ fn a_client_behind_a_trusted_nginx_cannot_spoof_its_address() {
         "the client, with no port (X-Forwarded-For carries none)"
     );
     let remote = addrs.remote.expect("the TCP peer");
-    assert_eq!(remote.ip().to_string(), "127.0.0.1", "nginx's side of the TCP");
+    assert_eq!(
+        remote.ip().to_string(),
+        "127.0.0.1",
+        "nginx's side of the TCP"
+    );
     // The connection reports the same addresses for its whole life.
     assert_eq!(stack.opened(), addrs);
     assert_echo(&mut ws, "hi");
@@ -536,7 +544,11 @@ fn an_untrusted_nginx_is_the_peer() {
     let peer = addrs.peer.expect("a peer address");
     assert_eq!(addrs.remote, Some(peer));
     assert_eq!(peer.ip().to_string(), "127.0.0.1");
-    assert_ne!(peer.port(), client_port, "nginx's connection, not the client's");
+    assert_ne!(
+        peer.port(),
+        client_port,
+        "nginx's connection, not the client's"
+    );
     assert_eq!(stack.opened(), addrs);
     assert_echo(&mut ws, "hi");
     ws_close(ws);
