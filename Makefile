@@ -18,7 +18,7 @@ test: lint unit autobahn bench-smoke fuzz-smoke e2e
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
-	$(CARGO) clippy --lib --bins --tests --all-features -- -D warnings
+	$(CARGO) clippy --all-targets --all-features -- -D warnings
 
 unit:
 	$(CARGO) test --all-targets
