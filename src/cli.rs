@@ -288,7 +288,10 @@ mod tests {
             .iter()
             .map(ToString::to_string)
             .collect();
-        assert_eq!(listed, ["127.0.0.1/32", "10.0.0.0/8", "::1/128", "fd00::/8"]);
+        assert_eq!(
+            listed,
+            ["127.0.0.1/32", "10.0.0.0/8", "::1/128", "fd00::/8"]
+        );
         assert_eq!(options.config.forwarded_header, ForwardedHeader::Forwarded);
         let defaults = run(&[]).unwrap().config;
         assert!(defaults.trusted_proxies.is_empty());

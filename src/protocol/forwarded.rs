@@ -269,11 +269,15 @@ fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 fn mask32(prefix_len: u8) -> u32 {
-    u32::MAX.checked_shl(32 - u32::from(prefix_len)).unwrap_or(0)
+    u32::MAX
+        .checked_shl(32 - u32::from(prefix_len))
+        .unwrap_or(0)
 }
 
 fn mask128(prefix_len: u8) -> u128 {
-    u128::MAX.checked_shl(128 - u32::from(prefix_len)).unwrap_or(0)
+    u128::MAX
+        .checked_shl(128 - u32::from(prefix_len))
+        .unwrap_or(0)
 }
 
 /// One node: `IPv4`, `IPv4:port`, `IPv6`, `[IPv6]` or `[IPv6]:port`,
@@ -452,10 +456,7 @@ mod tests {
         let spoofed = ["X-Forwarded-For: 1.1.1.1, 10.0.0.5, 198.51.100.9"];
         assert_eq!(client(PROXY, trusted, XFF, &spoofed), "198.51.100.9:0");
         // A spoofed header line before the proxy's own line: the same.
-        let lines = [
-            "X-Forwarded-For: 1.1.1.1",
-            "X-Forwarded-For: 198.51.100.9",
-        ];
+        let lines = ["X-Forwarded-For: 1.1.1.1", "X-Forwarded-For: 198.51.100.9"];
         assert_eq!(client(PROXY, trusted, XFF, &lines), "198.51.100.9:0");
     }
 
@@ -466,7 +467,10 @@ mod tests {
         let cases = [
             ("X-Forwarded-For: 2001:db8::1", "[2001:db8::1]:0"),
             ("X-Forwarded-For: [2001:db8::1]", "[2001:db8::1]:0"),
-            ("X-Forwarded-For: [2001:db8::1]:4711, fd00::2", "[2001:db8::1]:4711"),
+            (
+                "X-Forwarded-For: [2001:db8::1]:4711, fd00::2",
+                "[2001:db8::1]:4711",
+            ),
             ("X-Forwarded-For: 192.0.2.1:5000", "192.0.2.1:5000"),
         ];
         for (line, want) in cases {
@@ -548,7 +552,10 @@ mod tests {
             assert_eq!(client(PROXY, LOCAL, header, &[line]), PROXY, "{line}");
         }
         // An unterminated quote cannot swallow the next line's entries.
-        let lines = ["Forwarded: for=\"6.6.6.6, for=1.1.1.1", "Forwarded: for=192.0.2.9"];
+        let lines = [
+            "Forwarded: for=\"6.6.6.6, for=1.1.1.1",
+            "Forwarded: for=192.0.2.9",
+        ];
         assert_eq!(client(PROXY, LOCAL, FWD, &lines), "192.0.2.9:0");
         // Bytes that are not UTF-8.
         let raw = b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: \xff\xfe\r\n\r\n";
@@ -571,10 +578,7 @@ mod tests {
 
     #[test]
     fn an_untrusted_peer_is_the_client_whatever_the_headers_say() {
-        let lines = [
-            "X-Forwarded-For: 203.0.113.7",
-            "Forwarded: for=203.0.113.7",
-        ];
+        let lines = ["X-Forwarded-For: 203.0.113.7", "Forwarded: for=203.0.113.7"];
         for header in [XFF, FWD] {
             // Nothing trusted (the default)...
             assert_eq!(client(PROXY, &[], header, &lines), PROXY);
@@ -588,10 +592,7 @@ mod tests {
     fn only_the_configured_header_is_read() {
         // A proxy writing X-Forwarded-For passes the client's own
         // `Forwarded` on untouched: it must not be believed.
-        let lines = [
-            "Forwarded: for=6.6.6.6",
-            "X-Forwarded-For: 203.0.113.7",
-        ];
+        let lines = ["Forwarded: for=6.6.6.6", "X-Forwarded-For: 203.0.113.7"];
         assert_eq!(client(PROXY, LOCAL, XFF, &lines), "203.0.113.7:0");
         assert_eq!(client(PROXY, LOCAL, FWD, &lines), "6.6.6.6:0");
         assert_eq!(
@@ -637,8 +638,18 @@ mod tests {
         assert!(!host.contains("127.0.0.2".parse().unwrap()));
         assert!("::1/128".parse::<IpNet>().is_ok());
         for bad in [
-            "", "/8", "10.0.0.0/", "10.0.0.0/33", "::/129", "10.0.0.0/+8", "10.0.0.0/08x",
-            "10.0.0/8", "localhost", "[::1]", "10.0.0.0/8/8", " 10.0.0.1",
+            "",
+            "/8",
+            "10.0.0.0/",
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0.0/+8",
+            "10.0.0.0/08x",
+            "10.0.0/8",
+            "localhost",
+            "[::1]",
+            "10.0.0.0/8/8",
+            " 10.0.0.1",
         ] {
             assert!(bad.parse::<IpNet>().is_err(), "{bad:?}");
         }

@@ -206,7 +206,11 @@ impl<'a> Request<'a> {
     ///
     /// [`Config::trusted_proxies`]: crate::Config::trusted_proxies
     /// [`Config::forwarded_header`]: crate::Config::forwarded_header
-    pub fn with_trusted_proxies(mut self, trusted: &[IpNet], header: ForwardedHeader) -> Request<'a> {
+    pub fn with_trusted_proxies(
+        mut self,
+        trusted: &[IpNet],
+        header: ForwardedHeader,
+    ) -> Request<'a> {
         if let Some(remote) = self.remote
             && !trusted.is_empty()
         {

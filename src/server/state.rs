@@ -4,8 +4,8 @@
 //! happens to a connection; this module routes messages to them and keeps
 //! the reactor's bookkeeping (dirty list, deadlines, the outbound cap).
 
-use std::io;
 use std::collections::HashMap;
+use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 #[cfg(feature = "tls")]
