@@ -4,17 +4,29 @@
 Starts the server on a free loopback port in echo mode, runs the selected
 cases, prints a summary by outcome, and exits non-zero if any case (or its
 closing behaviour) FAILED or is UNIMPLEMENTED, so `make test` fails.
+
+With --tls the server serves wss:// with a throwaway self-signed certificate
+(made with the openssl CLI in the outdir). kosoku speaks no TLS, so socat
+bridges it: kosoku -> plain TCP -> socat -> TLS -> wsloop. Results are judged
+exactly as in the plain run. Every process the script starts is killed by
+its PID (socat's forked children with it: socat leads its own process group),
+also when the run fails or the script is interrupted.
 """
 
 import argparse
 import collections
 import json
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+# Generous: the plain run of cases 1.* to 10.* takes well under a minute.
+KOSOKU_TIMEOUT = 900.0
 
 
 def free_port() -> int:
@@ -23,53 +35,125 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 10.0) -> None:
+def wait_for_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            sys.exit(f"autobahn: server exited early with status {proc.returncode}")
+            sys.exit(f"autobahn: {what} exited early with status {proc.returncode}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
         except OSError:
             time.sleep(0.05)
-    sys.exit("autobahn: server did not start listening")
+    sys.exit(f"autobahn: {what} did not start listening on port {port}")
+
+
+def make_cert(outdir: Path) -> tuple[Path, Path]:
+    """A throwaway self-signed P-256 certificate for localhost/127.0.0.1."""
+    cert, key = outdir / "tls-cert.pem", outdir / "tls-key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=30,
+    )
+    return cert, key
+
+
+def stop(proc: subprocess.Popen | None, group: bool = False) -> None:
+    """SIGTERM the process (its group if it leads one), SIGKILL after 10 s."""
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        if group:
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            proc.terminate()
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        if group:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.kill()
+        proc.wait()
+    except ProcessLookupError:
+        pass
+    if group:
+        # The group may outlive its leader (a forked child still bridging).
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--server", required=True, help="path to the wsloop binary")
     parser.add_argument("--cases", nargs="+", default=["*"], help="case globs to include")
     parser.add_argument("--outdir", default="reports/autobahn")
     parser.add_argument("--parallelism", type=int, default=4)
+    parser.add_argument("--tls", action="store_true",
+                        help="serve wss:// (self-signed) and bridge kosoku to it through socat")
+    parser.add_argument("--socat-options", default="",
+                        help="extra socat options before the addresses, e.g. '-t 5' (with --tls)")
     args = parser.parse_args()
 
+    # SIGTERM/SIGHUP from make or a shell: unwind through the finally below.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
+
+    outdir = Path(args.outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    index_path = outdir / "index.json"
+    index_path.unlink(missing_ok=True)  # never judge a previous run's results
+
     port = free_port()
-    env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
-    server = subprocess.Popen(
-        [args.server, "--listen", f"127.0.0.1:{port}", "--mode", "echo"], env=env
-    )
+    server_cmd = [args.server, "--listen", f"127.0.0.1:{port}", "--mode", "echo"]
+    if args.tls:
+        if shutil.which("socat") is None:
+            sys.exit("autobahn: --tls needs socat (Debian: apt-get install socat)")
+        cert, key = make_cert(outdir)
+        server_cmd += ["--tls-cert", str(cert), "--tls-key", str(key)]
+    env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn,rustls=error"))
+
+    server = socat = None
     try:
-        wait_for_port(port, server)
+        server = subprocess.Popen(server_cmd, env=env)
+        wait_for_port(port, server, "the server")
+        target = port
+        if args.tls:
+            bridge = free_port()
+            socat_cmd = (["socat"] + args.socat_options.split()
+                         + [f"TCP-LISTEN:{bridge},bind=127.0.0.1,fork,reuseaddr",
+                            f"OPENSSL:127.0.0.1:{port},verify=0"])
+            print("autobahn: TLS bridge:", " ".join(socat_cmd), flush=True)
+            socat = subprocess.Popen(socat_cmd, start_new_session=True)
+            wait_for_port(bridge, socat, "socat")
+            target = bridge
         kosoku = Path(sys.executable).parent / "kosoku"
-        command = [str(kosoku), "-m", "fuzzingclient", f"127.0.0.1:{port}", "-o", args.outdir,
+        command = [str(kosoku), "-m", "fuzzingclient", f"127.0.0.1:{target}", "-o", args.outdir,
                    "-p", str(args.parallelism)]
         for case in args.cases:
             command += ["-i", case]
         started = time.monotonic()
-        run = subprocess.run(command, capture_output=True, text=True)
+        try:
+            run = subprocess.run(command, capture_output=True, text=True, timeout=KOSOKU_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            print(f"autobahn: kosoku did not finish within {KOSOKU_TIMEOUT:.0f}s")
+            return 1
         elapsed = time.monotonic() - started
         if server.poll() is not None:
             print(f"autobahn: the server died during the run (status {server.returncode})")
             return 1
+        if socat is not None and socat.poll() is not None:
+            print(f"autobahn: socat died during the run (status {socat.returncode})")
+            return 1
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(socat, group=True)
+        stop(server)
 
-    index_path = Path(args.outdir) / "index.json"
     if not index_path.exists():
         print(run.stdout[-4000:], run.stderr[-4000:])
         print("autobahn: kosoku wrote no index.json")
@@ -85,7 +169,8 @@ def main() -> int:
     }
     non_strict = sorted(c for c, r in results.items() if r["behavior"] == "NON-STRICT")
     summary = ", ".join(f"{k} {v}" for k, v in sorted(behaviors.items()))
-    print(f"autobahn: {len(results)} cases in {elapsed:.1f}s: {summary}")
+    mode = " over TLS (socat bridge)" if args.tls else ""
+    print(f"autobahn: {len(results)} cases{mode} in {elapsed:.1f}s: {summary}")
     if non_strict:
         print("autobahn: NON-STRICT:", " ".join(non_strict))
     for case, r in sorted(bad.items()):

@@ -88,7 +88,8 @@ FLAGS:
     -h, --help                  print this help
     -V, --version               print the version
 
-SECS accept fractions (0.5). Logging: RUST_LOG=debug|info|warn (default info).
+SECS accept fractions (0.5). Logging: RUST_LOG=debug|info|warn [default: info,rustls=error]
+(rustls warns about each misbehaving TLS client; the loop counts those instead).
 SIGINT/SIGTERM shut down gracefully: queued messages are flushed, then 1001.
 ";
 

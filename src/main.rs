@@ -12,8 +12,14 @@ use wsloop::Server;
 use crate::cli::{Mode, Parsed};
 use crate::playground::Playground;
 
+/// The log filter without `RUST_LOG`. rustls logs each misbehaving TLS
+/// client (a bad SNI, an alert it sends) at `warn`, which lets any peer
+/// flood the log; the loop counts those failures in `/metrics` instead.
+const DEFAULT_LOG_FILTER: &str = "info,rustls=error";
+
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(DEFAULT_LOG_FILTER))
+        .init();
     let options = match cli::parse(std::env::args().skip(1)) {
         Ok(Parsed::Run(options)) => options,
         Ok(Parsed::Help) => {
