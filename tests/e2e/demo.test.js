@@ -1,16 +1,29 @@
 // End-to-end test of the demo page (web/index.html) against the real
 // `wsloop` binary, in Debian's Chromium driven headlessly by playwright-core.
 //
-//   node --test demo.test.js          (scripts/e2e.sh builds and installs first)
+//   node --test demo.test.js                     (http:// and ws://)
+//   WSLOOP_E2E_TLS=1 node --test demo.test.js    (https:// and wss://)
+//
+// scripts/e2e.sh builds, installs and runs both. With WSLOOP_E2E_TLS=1 the
+// binary must be built with `--features tls`: the file makes a throwaway CA
+// and a localhost/127.0.0.1 server certificate with the openssl CLI, starts
+// the server with --tls-cert/--tls-key, and launches Chromium with
+// --ignore-certificate-errors-spki-list set to that certificate's key hash
+// alone, so the page loads over https:// without trusting anything else.
+// Node's own requests verify the chain against the throwaway CA.
 //
 // Environment: WSLOOP_BIN (default ../../target/release/wsloop),
-// CHROMIUM (default /usr/bin/chromium), E2E_ARTIFACTS (default ../../artifacts).
+// CHROMIUM (default /usr/bin/chromium), E2E_ARTIFACTS (default ../../artifacts),
+// WSLOOP_E2E_TLS (1 for TLS), OPENSSL (default openssl).
 'use strict';
 
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { spawn } = require('node:child_process');
+const { spawn, execFileSync } = require('node:child_process');
+const crypto = require('node:crypto');
 const fs = require('node:fs');
+const http = require('node:http');
+const https = require('node:https');
 const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
@@ -20,7 +33,12 @@ const ROOT = path.resolve(__dirname, '..', '..');
 const BIN = process.env.WSLOOP_BIN || path.join(ROOT, 'target', 'release', 'wsloop');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const ARTIFACTS = process.env.E2E_ARTIFACTS || path.join(ROOT, 'artifacts');
-const SCREENSHOT = path.join(ARTIFACTS, 'e2e-demo.png');
+const TLS = /^(1|true|yes)$/i.test(process.env.WSLOOP_E2E_TLS || '');
+const OPENSSL = process.env.OPENSSL || 'openssl';
+const MODE = TLS ? 'https+wss' : 'http+ws';
+const HTTP_SCHEME = TLS ? 'https:' : 'http:';
+const WS_SCHEME = TLS ? 'wss:' : 'ws:';
+const SCREENSHOT = path.join(ARTIFACTS, TLS ? 'e2e-demo-tls.png' : 'e2e-demo.png');
 const CHROMIUM_ARGS = [
   '--headless',
   '--no-sandbox',
@@ -49,8 +67,13 @@ let context = null;
 let userDataDir = null;
 let binDir = null;
 let serverBin = BIN; // a private copy, so a concurrent `cargo build` cannot swap it mid-test
+let tls = null; // { dir, caPem, chain, key, spki } in TLS mode
 const pages = {};
 const pageErrors = [];
+const sockets = []; // every WebSocket any page opened: { label, url }
+
+// Node's test names carry the mode, so the two runs are told apart.
+const scenario = (name, fn) => test(`[${MODE}] ${name}`, fn);
 
 // ------------------------------------------------------------------ server
 
@@ -86,8 +109,84 @@ async function freePort() {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+// --------------------------------------------------------------------- tls
+
+function openssl(args, input) {
+  return execFileSync(OPENSSL, args, {
+    input,
+    stdio: ['pipe', 'pipe', 'pipe'],
+    timeout: 10_000,
+  });
+}
+
+/**
+ * A throwaway CA and a server certificate it signed, for localhost and
+ * 127.0.0.1 (P-256, valid two days), in a fresh temporary directory; and
+ * the base64 SHA-256 of the server certificate's SubjectPublicKeyInfo, the
+ * form --ignore-certificate-errors-spki-list takes.
+ */
+function makeCertificates() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wsloop-e2e-tls-'));
+  const f = (name) => path.join(dir, name);
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
+  openssl(['req', '-x509', ...ec, '-keyout', f('ca.key'), '-out', f('ca.pem'), '-days', '2',
+    '-subj', '/CN=wsloop e2e throwaway CA',
+    '-addext', 'basicConstraints=critical,CA:TRUE',
+    '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
+  openssl(['req', '-new', ...ec, '-keyout', f('server.key'), '-out', f('server.csr'),
+    '-subj', '/CN=localhost']);
+  fs.writeFileSync(f('server.ext'), [
+    'basicConstraints=critical,CA:FALSE',
+    'keyUsage=critical,digitalSignature',
+    'extendedKeyUsage=serverAuth',
+    'subjectAltName=DNS:localhost,IP:127.0.0.1',
+    '',
+  ].join('\n'));
+  openssl(['x509', '-req', '-in', f('server.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'),
+    '-set_serial', `0x${crypto.randomBytes(8).toString('hex')}`, '-days', '2',
+    '-extfile', f('server.ext'), '-out', f('server.pem')]);
+  const caPem = fs.readFileSync(f('ca.pem'));
+  const leafPem = fs.readFileSync(f('server.pem'));
+  fs.writeFileSync(f('chain.pem'), Buffer.concat([leafPem, caPem])); // leaf first
+
+  // openssl x509 -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64
+  const pubPem = openssl(['x509', '-pubkey', '-noout'], leafPem);
+  const spkiDer = openssl(['pkey', '-pubin', '-outform', 'der'], pubPem);
+  const spki = openssl(['dgst', '-sha256', '-binary'], spkiDer).toString('base64');
+  // The same hash computed by Node, so a broken pipeline cannot go unnoticed.
+  const leaf = new crypto.X509Certificate(leafPem);
+  const check = crypto.createHash('sha256').update(leaf.publicKey.export({ type: 'spki', format: 'der' })).digest('base64');
+  assert.equal(spki, check, 'SPKI hash from openssl and from Node differ');
+  assert.ok(leaf.checkIP('127.0.0.1') && leaf.checkHost('localhost'), 'server certificate lacks its names');
+  assert.ok(leaf.verify(new crypto.X509Certificate(caPem).publicKey), 'server certificate not signed by the CA');
+
+  return { dir, caPem, chain: f('chain.pem'), key: f('server.key'), spki };
+}
+
+/**
+ * GET over http: or https: (the latter verified against the throwaway CA,
+ * names included), bounded. Resolves { status, headers, body }.
+ */
+function get(url, timeout = 5000) {
+  const u = new URL(url);
+  const lib = u.protocol === 'https:' ? https : http;
+  const options = u.protocol === 'https:' ? { ca: tls ? tls.caPem : undefined } : {};
+  return new Promise((resolve, reject) => {
+    const req = lib.get(u, { ...options, agent: false, timeout }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`GET ${url}: no answer in ${timeout} ms`)));
+    req.on('error', reject);
+  });
+}
+
 function startServerOnce() {
-  const child = spawn(serverBin, ['--listen', `127.0.0.1:${port}`], {
+  const args = ['--listen', `127.0.0.1:${port}`];
+  if (tls) args.push('--tls-cert', tls.chain, '--tls-key', tls.key);
+  const child = spawn(serverBin, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' },
   });
@@ -107,7 +206,7 @@ function startServerOnce() {
 
 async function healthy() {
   try {
-    const res = await fetch(`${base}/healthz`, { signal: AbortSignal.timeout(1000) });
+    const res = await get(`${base}/healthz`, 1000);
     return res.status === 200;
   } catch {
     return false;
@@ -162,7 +261,9 @@ async function newPage(label) {
     || await context.newPage();
   page.setDefaultTimeout(WAIT_MS);
   page.on('pageerror', (err) => pageErrors.push(`${label}: ${err.message}`));
+  page.on('websocket', (ws) => sockets.push({ label, url: ws.url() }));
   await page.goto(`${base}/`, { waitUntil: 'load', timeout: WAIT_MS });
+  assert.equal(await page.evaluate(() => location.protocol), HTTP_SCHEME);
   pages[label] = page;
   return page;
 }
@@ -212,6 +313,19 @@ const state = (page, selector) => page.getAttribute(selector, 'data-state');
 const members = (page) => page.$$eval('#member-list li[data-name]', (lis) => lis.map((li) => li.dataset.name).sort());
 const seq = async (page) => Number(await text(page, '#ticker-seq'));
 
+/** Asserts that the sockets opened since `from` use the mode's scheme and reached each path. */
+function assertSockets(from, labels) {
+  const opened = sockets.slice(from);
+  const wrong = opened.filter((s) => new URL(s.url).protocol !== WS_SCHEME);
+  assert.deepEqual(wrong, [], `sockets not opened with ${WS_SCHEME}//`);
+  for (const label of labels) {
+    const paths = opened.filter((s) => s.label === label).map((s) => new URL(s.url).pathname);
+    assert.ok(paths.includes('/ticker'), `${label} opened no ${WS_SCHEME}// ticker socket: ${JSON.stringify(opened)}`);
+    assert.ok(paths.some((p) => p.startsWith('/chat')), `${label} opened no ${WS_SCHEME}// chat socket: ${JSON.stringify(opened)}`);
+  }
+  for (const s of opened) assert.equal(new URL(s.url).host, `127.0.0.1:${port}`);
+}
+
 // ------------------------------------------------------------------- hooks
 
 before(async () => {
@@ -223,13 +337,21 @@ before(async () => {
   fs.chmodSync(serverBin, 0o755);
   port = await freePort();
   assert.ok(port, 'no free port');
-  base = `http://127.0.0.1:${port}`;
+  base = `${HTTP_SCHEME}//127.0.0.1:${port}`;
+  const args = [...CHROMIUM_ARGS];
+  if (TLS) {
+    tls = makeCertificates();
+    // Accept this one certificate (by its key), nothing else. Chromium
+    // honours the flag only with a --user-data-dir, which a persistent
+    // context always passes.
+    args.push(`--ignore-certificate-errors-spki-list=${tls.spki}`);
+  }
   await startServer();
   userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'wsloop-e2e-profile-'));
   context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: CHROMIUM,
     headless: true,
-    args: CHROMIUM_ARGS,
+    args,
     viewport: { width: 1280, height: 800 },
     timeout: 30_000,
   });
@@ -240,23 +362,27 @@ after(async () => {
     if (context) await Promise.race([context.close(), sleep(10_000)]);
   } finally {
     await killServer('SIGKILL');
-    for (const dir of [userDataDir, binDir]) if (dir) fs.rmSync(dir, { recursive: true, force: true });
+    for (const dir of [userDataDir, binDir, tls && tls.dir]) if (dir) fs.rmSync(dir, { recursive: true, force: true });
     clearTimeout(watchdog);
   }
 });
 
 // ------------------------------------------------------------------- tests
 
-test('GET / serves the demo page as text/html', async () => {
-  const res = await fetch(`${base}/`, { signal: AbortSignal.timeout(5000) });
+scenario(`GET / serves the demo page as text/html over ${HTTP_SCHEME}//`, async () => {
+  const res = await get(`${base}/`);
   assert.equal(res.status, 200);
-  assert.match(res.headers.get('content-type'), /^text\/html/);
-  const body = await res.text();
-  assert.match(body, /id="chat-log"/);
-  assert.match(body, /id="ticker-spark"/);
+  assert.match(res.headers['content-type'], /^text\/html/);
+  assert.match(res.body, /id="chat-log"/);
+  assert.match(res.body, /id="ticker-spark"/);
+  if (TLS) {
+    // The TLS port speaks only TLS: a plain request gets no page.
+    const plain = await get(`http://127.0.0.1:${port}/`, 3000).then((r) => `HTTP ${r.status}`, (err) => err);
+    assert.ok(plain instanceof Error, `plain http:// to the TLS port got ${plain}`);
+  }
 });
 
-test('two pages in one room chat both ways; a third room hears nothing', async () => {
+scenario('two pages in one room chat both ways; a third room hears nothing', async () => {
   const alice = await newPage('alice');
   const bob = await newPage('bob');
   const carol = await newPage('carol');
@@ -299,9 +425,13 @@ test('two pages in one room chat both ways; a third room hears nothing', async (
   assert.deepEqual(carolLog, ['welcome']);
   assert.equal(await text(carol, '#member-count'), '1');
   assert.deepEqual(await members(carol), ['carol']);
+
+  // Every socket the pages opened (ticker and chat, each page) used the
+  // scheme the page derived from its own location.
+  assertSockets(0, ['alice', 'bob', 'carol']);
 });
 
-test('a line the server refuses shows its error to the sender only', async () => {
+scenario('a line the server refuses shows its error to the sender only', async () => {
   const { alice, bob } = pages;
   assert.ok(alice && bob, 'needs the pages from the chat test');
   // 1500 euro signs are 4500 bytes of UTF-8: over the server's 4096.
@@ -319,7 +449,7 @@ test('a line the server refuses shows its error to the sender only', async () =>
   assert.equal(await state(bob, '#chat-status'), 'open');
 });
 
-test('the ticker advances about five times a second', async () => {
+scenario('the ticker advances about five times a second', async () => {
   const page = pages.alice;
   assert.ok(page, 'needs the pages from the chat test');
   await page.waitForSelector('#ticker-status[data-state="open"]');
@@ -337,11 +467,12 @@ test('the ticker advances about five times a second', async () => {
   assert.ok(['up', 'down', 'flat'].includes(await page.getAttribute('#ticker-change', 'data-direction')));
 });
 
-test('a server restart is survived: sockets reconnect, the chat rejoins and works', async () => {
+scenario('a server restart is survived: sockets reconnect, the chat rejoins and works', async () => {
   const { alice, bob, carol } = pages;
   assert.ok(alice && bob && carol, 'needs the pages from the chat test');
 
   await killServer('SIGKILL');
+  const beforeRestart = sockets.length;
   // Every socket notices and counts down to its next try.
   for (const page of [alice, bob]) {
     await page.waitForFunction(() => document.getElementById('chat-status').dataset.state !== 'open');
@@ -355,7 +486,7 @@ test('a server restart is survived: sockets reconnect, the chat rejoins and work
   assert.equal(await alice.isDisabled('#chat-input'), true);
   await alice.waitForTimeout(700); // let a retry or two fail against the closed port
 
-  await startServer();
+  await startServer(); // same port, same certificate in TLS mode
   for (const page of [alice, bob, carol]) {
     await page.waitForSelector('#chat-status[data-state="open"]', { timeout: RECONNECT_MS });
     await page.waitForSelector('#ticker-status[data-state="open"]', { timeout: RECONNECT_MS });
@@ -380,9 +511,12 @@ test('a server restart is survived: sockets reconnect, the chat rejoins and work
   assert.equal(await text(carol, '#member-count'), '1');
   await waitForNotice(carol, 'welcome', 'Rejoined #elsewhere as carol');
   assert.equal(await carol.$$eval('#chat-log li[data-kind="chat"], #chat-log li[data-kind="join"]', (lis) => lis.length), 0);
+
+  // The reconnects (failed tries included) used the same scheme again.
+  assertSockets(beforeRestart, ['alice', 'bob', 'carol']);
 });
 
-test('a full-page screenshot is saved to artifacts/e2e-demo.png', async () => {
+scenario(`a full-page screenshot is saved to artifacts/${path.basename(SCREENSHOT)}`, async () => {
   const page = pages.alice;
   assert.ok(page, 'needs the pages from the chat test');
   await page.setViewportSize({ width: 1280, height: 800 });
