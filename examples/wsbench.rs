@@ -47,6 +47,24 @@
 //! prints progress once a second on long runs, a human summary, and exactly
 //! one line `RESULT {json}` on stdout.
 //!
+//! `--tls` (or `--scheme wss`, cargo feature `tls`) runs every mode over
+//! TLS: each connection is a rustls `ClientConnection` (the buffered API,
+//! on the same non-blocking socket, with the crypto provider the server
+//! uses, `wsloop::tls::provider()`, its key exchange groups and cipher
+//! suites reordered to what browsers offer first: X25519, AES-128-GCM;
+//! the server follows the client's order), and the TLS handshake counts within
+//! the connect phase (connect latency, connect rate). Certificates are
+//! verified against `--ca FILE` for `--server-name` (`localhost`), or,
+//! with `--insecure`, any certificate is accepted (its handshake signature
+//! is still checked, so the client's work per handshake stays that of a
+//! verifying client). Session resumption is off: every connection makes
+//! a full handshake, as distinct clients would. The TLS path keeps the
+//! client's cost per message low: one socket read per readiness (of up to
+//! 256 KiB; a short read says the socket is drained) whose ciphertext is
+//! fed to rustls from memory, decrypted, and parsed in one piece; each
+//! turn's frames go into rustls in one `write_vectored`, and its
+//! ciphertext to the socket in one `write_tls` (a `writev`).
+//!
 //! ```text
 //! cargo run --release --example wsbench -- --addr 127.0.0.1:9001 --mode echo \
 //!     --conns 100 --inflight 16 --size 64 --duration 5
@@ -95,6 +113,10 @@ const CLOSE_WAIT: Duration = Duration::from_secs(2);
 const SETTLE: Duration = Duration::from_millis(500);
 /// Descriptors kept free besides the connections.
 const SPARE_FDS: usize = 32;
+/// Room in the plaintext buffer beyond one read's ciphertext: a record
+/// left incomplete by the previous read decrypts with this one.
+#[cfg(feature = "tls")]
+const PLAIN_SLACK: usize = 64 * 1024;
 
 const USAGE: &str = "\
 wsbench — load generator for wsloop and its raw TCP baselines (loopback only)
@@ -129,6 +151,16 @@ FLAGS:
                             127.0.0.1..=127.0.0.K (IPv4 loopback servers only)
                             [default: as many as the ephemeral port range needs]
     --raw                   raw TCP: no handshake, no framing (fixed-size messages)
+    --tls                   wss://: every connection runs a TLS handshake (rustls)
+                            before the upgrade, and every mode runs over TLS; needs
+                            --ca or --insecure, and wsbench built with `--features tls`
+    --scheme ws|wss         the same as no flag or --tls [default: ws]
+    --ca FILE               TLS: trust the PEM certificate(s) in FILE and verify the
+                            server's chain, validity and name properly
+    --server-name NAME      TLS: the name to verify and to send as SNI [default: localhost]
+    --insecure              TLS: accept ANY server certificate (the handshake signature
+                            is still checked). For benchmarking a server you run on
+                            loopback only: it gives no protection against anyone
     --label TEXT            copied into the JSON result
     --progress              print progress every second even on short runs
     --quiet                 no progress lines
@@ -200,6 +232,17 @@ struct Config {
     sources: usize,
     /// Raw TCP instead of WebSocket.
     raw: bool,
+    /// WebSocket over TLS.
+    tls: bool,
+    /// TLS: the PEM file of the certificates to trust.
+    ca: Option<String>,
+    /// TLS: the name verified and sent as SNI.
+    server_name: String,
+    /// TLS: accept any certificate.
+    insecure: bool,
+    /// TLS: the client configuration, built once the flags are checked.
+    #[cfg(feature = "tls")]
+    tls_client: Option<tls::Client>,
     /// Free text copied into the JSON result.
     label: String,
     /// Print progress lines: `Some(true)` always, `Some(false)` never,
@@ -229,6 +272,12 @@ impl Config {
             server_pid: None,
             sources: 0,
             raw: false,
+            tls: false,
+            ca: None,
+            server_name: "localhost".into(),
+            insecure: false,
+            #[cfg(feature = "tls")]
+            tls_client: None,
             label: String::new(),
             progress: None,
         };
@@ -291,6 +340,17 @@ impl Config {
                 "--server-pid" => c.server_pid = Some(number(&flag, &value()?)? as u32),
                 "--sources" => c.sources = number(&flag, &value()?)?,
                 "--raw" => c.raw = true,
+                "--tls" => c.tls = true,
+                "--scheme" => {
+                    c.tls = match value()?.as_str() {
+                        "ws" => false,
+                        "wss" => true,
+                        other => return Err(format!("--scheme: `{other}` is not ws or wss")),
+                    }
+                }
+                "--ca" => c.ca = Some(value()?),
+                "--server-name" => c.server_name = value()?,
+                "--insecure" => c.insecure = true,
                 "--label" => c.label = value()?,
                 "--progress" => c.progress = Some(true),
                 "--quiet" => c.progress = Some(false),
@@ -335,6 +395,28 @@ impl Config {
         }
         if c.threads > 64 || c.inflight > 100_000 || c.conns > 1_000_000 {
             return Err("--threads, --inflight or --conns is unreasonably large".into());
+        }
+        if !c.tls && (c.ca.is_some() || c.insecure || c.server_name != "localhost") {
+            return Err("--ca, --insecure and --server-name need --tls".into());
+        }
+        if c.tls {
+            if !cfg!(feature = "tls") {
+                return Err(
+                    "--tls: this wsbench was built without TLS; rebuild it with \
+                     `cargo build --release --features tls --example wsbench`"
+                        .into(),
+                );
+            }
+            if c.raw {
+                return Err("--tls and --raw: the raw servers speak no TLS".into());
+            }
+            if c.ca.is_some() == c.insecure {
+                return Err("--tls needs one of --ca FILE (verify) or --insecure".into());
+            }
+        }
+        #[cfg(feature = "tls")]
+        if c.tls {
+            c.tls_client = Some(tls::Client::new(&c)?);
         }
         Ok(c)
     }
@@ -618,6 +700,10 @@ enum Role {
 struct Conn {
     /// The socket, until the connection is done.
     stream: Option<TcpStream>,
+    /// `--tls`: the TLS session over `stream`; `out` and `inbuf` hold
+    /// plaintext.
+    #[cfg(feature = "tls")]
+    tls: Option<Box<rustls::ClientConnection>>,
     /// Where it is in its life.
     phase: Phase,
     /// What it is for.
@@ -880,8 +966,48 @@ impl Ctx {
         }
         conn.phase = Phase::Done;
         conn.stream = None;
+        #[cfg(feature = "tls")]
+        {
+            conn.tls = None;
+        }
         conn.out = Vec::new();
         conn.inbuf = Vec::new();
+    }
+
+    /// Feeds ciphertext read from `conn`'s socket to its TLS session and
+    /// ingests the plaintext in one piece; false once `conn` is done (a
+    /// TLS error, or the server's close_notify).
+    #[cfg(feature = "tls")]
+    fn decrypt(&mut self, conn: &mut Conn, idx: usize, cipher: &[u8], plain: &mut Vec<u8>) -> bool {
+        let Some(session) = conn.tls.as_mut() else {
+            return false;
+        };
+        let decrypted = tls::receive(session, cipher, plain);
+        if session.wants_write() {
+            // Handshake messages, or an alert.
+            self.mark_dirty(conn, idx);
+        }
+        match decrypted {
+            Ok(peer_closed) => {
+                if !plain.is_empty() {
+                    self.ingest(conn, idx, plain);
+                }
+                if peer_closed && conn.phase != Phase::Done {
+                    if conn.phase == Phase::Closing {
+                        conn.phase = Phase::Done;
+                        conn.stream = None;
+                        conn.tls = None;
+                    } else {
+                        self.finish(conn, None);
+                    }
+                }
+                conn.phase != Phase::Done
+            }
+            Err(why) => {
+                self.finish(conn, Some(why));
+                false
+            }
+        }
     }
 
     /// The connection is ready for traffic.
@@ -1164,6 +1290,9 @@ struct Worker {
     conns: Vec<Conn>,
     /// The read buffer.
     rbuf: Vec<u8>,
+    /// `--tls`: the plaintext of one read's ciphertext.
+    #[cfg(feature = "tls")]
+    pbuf: Vec<u8>,
     /// The source address index (see [`connect_from`]) of the next connect.
     next_source: usize,
     /// Everything else.
@@ -1184,6 +1313,8 @@ impl Worker {
             events: Events::with_capacity(4096),
             conns: Vec::new(),
             rbuf: vec![0; READ_CHUNK],
+            #[cfg(feature = "tls")]
+            pbuf: Vec::with_capacity(if cfg.tls { READ_CHUNK + PLAIN_SLACK } else { 0 }),
             next_source: thread % cfg.sources,
             ctx: Ctx {
                 thread,
@@ -1211,6 +1342,8 @@ impl Worker {
         let now = self.ctx.shared.now();
         let mut conn = Conn {
             stream: None,
+            #[cfg(feature = "tls")]
+            tls: None,
             phase: Phase::Done,
             role,
             out: Vec::new(),
@@ -1274,6 +1407,15 @@ impl Worker {
         }
         let _ = stream.set_nodelay(true);
         ctx.now = ctx.shared.now();
+        #[cfg(feature = "tls")]
+        if let Some(client) = &ctx.cfg.tls_client {
+            // The ClientHello goes out with the first flush; the upgrade
+            // request queued below waits in rustls for the handshake.
+            match client.connect() {
+                Ok(tls) => conn.tls = Some(Box::new(tls)),
+                Err(why) => return ctx.finish(conn, Some(why)),
+            }
+        }
         if ctx.wire.raw {
             // Wait for the raw server's one-byte greeting.
             conn.phase = Phase::Handshaking;
@@ -1304,7 +1446,12 @@ impl Worker {
             self.check_connected(idx);
         }
         let Worker {
-            conns, rbuf, ctx, ..
+            conns,
+            rbuf,
+            ctx,
+            #[cfg(feature = "tls")]
+            pbuf,
+            ..
         } = self;
         let conn = &mut conns[idx];
         loop {
@@ -1326,6 +1473,16 @@ impl Worker {
                 }
                 Ok(n) => {
                     ctx.now = ctx.shared.now();
+                    #[cfg(feature = "tls")]
+                    if conn.tls.is_some() {
+                        if !ctx.decrypt(conn, idx, &rbuf[..n], pbuf) {
+                            return;
+                        }
+                        if n < rbuf.len() && !hang_up {
+                            return;
+                        }
+                        continue;
+                    }
                     ctx.ingest(conn, idx, &rbuf[..n]);
                     if n < rbuf.len() && !hang_up {
                         return;
@@ -1347,6 +1504,15 @@ impl Worker {
             return;
         };
         if conn.phase == Phase::Connecting {
+            return;
+        }
+        #[cfg(feature = "tls")]
+        if let Some(tls) = conn.tls.as_mut() {
+            if let Err(e) = tls::send(tls, &conn.out[conn.out_pos..], stream) {
+                return ctx.finish(conn, Some(e.to_string()));
+            }
+            conn.out.clear();
+            conn.out_pos = 0;
             return;
         }
         while conn.out_pos < conn.out.len() {
@@ -2204,5 +2370,215 @@ fn report(cfg: &Config, s: &Stats, probe: &Probe, rss_before: Option<u64>) {
     println!("RESULT {}", json.0);
     if failed > 0 {
         std::process::exit(1);
+    }
+}
+
+/// The TLS client of `--tls`: rustls' buffered `ClientConnection` with the
+/// server's crypto provider, driven from memory by the worker's reads.
+#[cfg(feature = "tls")]
+mod tls {
+    use std::io::{self, Read, Write};
+    use std::sync::Arc;
+
+    use rustls::client::Resumption;
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{
+        ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme,
+    };
+
+    use super::Config;
+
+    /// What every connection's session is made from.
+    #[derive(Debug, Clone)]
+    pub struct Client {
+        config: Arc<ClientConfig>,
+        name: ServerName<'static>,
+    }
+
+    impl Client {
+        /// The client `--ca`/`--insecure` and `--server-name` ask for.
+        pub fn new(cfg: &Config) -> Result<Client, String> {
+            let provider = Arc::new(browser_order(&wsloop::tls::provider()));
+            let builder = ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| format!("--tls: {e}"))?;
+            let mut config = match &cfg.ca {
+                Some(path) => {
+                    let mut roots = RootCertStore::empty();
+                    let certs = CertificateDer::pem_file_iter(path)
+                        .map_err(|e| format!("--ca {path}: {e}"))?;
+                    for cert in certs {
+                        let cert = cert.map_err(|e| format!("--ca {path}: {e}"))?;
+                        roots.add(cert).map_err(|e| format!("--ca {path}: {e}"))?;
+                    }
+                    if roots.is_empty() {
+                        return Err(format!("--ca {path}: no CERTIFICATE block found"));
+                    }
+                    builder.with_root_certificates(roots).with_no_client_auth()
+                }
+                None => builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+                    .with_no_client_auth(),
+            };
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            // Every connection pays a full handshake, as distinct clients do.
+            config.resumption = Resumption::disabled();
+            let name = ServerName::try_from(cfg.server_name.clone())
+                .map_err(|e| format!("--server-name {}: {e}", cfg.server_name))?;
+            Ok(Client {
+                config: Arc::new(config),
+                name,
+            })
+        }
+
+        /// A new session, its ClientHello ready to send.
+        pub fn connect(&self) -> Result<ClientConnection, String> {
+            let mut session = ClientConnection::new(self.config.clone(), self.name.clone())
+                .map_err(|e| format!("TLS: {e}"))?;
+            // The load generator's own queue is the bound on what it sends.
+            session.set_buffer_limit(None);
+            Ok(session)
+        }
+    }
+
+    /// `provider` with its key exchange groups and cipher suites in the
+    /// order browsers offer them: the server takes the client's first
+    /// choice it supports, and rustls' ring provider lists P-384 first,
+    /// which would make every benchmarked handshake a P-384 one (several
+    /// times the CPU of X25519) unlike any browser's.
+    fn browser_order(provider: &CryptoProvider) -> CryptoProvider {
+        use rustls::{CipherSuite, NamedGroup};
+        let group_rank = |name: NamedGroup| match name {
+            NamedGroup::X25519MLKEM768 => 0,
+            NamedGroup::X25519 => 1,
+            NamedGroup::secp256r1 => 2,
+            _ => 3,
+        };
+        let suite_rank = |suite: CipherSuite| match suite {
+            CipherSuite::TLS13_AES_128_GCM_SHA256 => 0,
+            CipherSuite::TLS13_AES_256_GCM_SHA384 => 1,
+            CipherSuite::TLS13_CHACHA20_POLY1305_SHA256 => 2,
+            CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+            | CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 3,
+            _ => 4,
+        };
+        let mut ordered = provider.clone();
+        ordered
+            .kx_groups
+            .sort_by_key(|group| group_rank(group.name()));
+        ordered
+            .cipher_suites
+            .sort_by_key(|suite| suite_rank(suite.suite()));
+        ordered
+    }
+
+    /// Feeds `cipher` (one socket read) to `session` and appends all the
+    /// plaintext it yields to `plain` (cleared first); true once the server
+    /// sent close_notify.
+    pub fn receive(
+        session: &mut ClientConnection,
+        mut cipher: &[u8],
+        plain: &mut Vec<u8>,
+    ) -> Result<bool, String> {
+        plain.clear();
+        while !cipher.is_empty() {
+            // rustls takes a few KiB per call; draining the plaintext after
+            // each keeps its buffers from filling.
+            session
+                .read_tls(&mut cipher)
+                .map_err(|e| format!("TLS: {e}"))?;
+            let state = session
+                .process_new_packets()
+                .map_err(|e| format!("TLS: {e}"))?;
+            let available = state.plaintext_bytes_to_read();
+            if available > 0 {
+                let at = plain.len();
+                plain.resize(at + available, 0);
+                session
+                    .reader()
+                    .read_exact(&mut plain[at..])
+                    .map_err(|e| format!("TLS: {e}"))?;
+            }
+            if state.peer_has_closed() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Puts `plain` (all of it: the session's buffer is unbounded) into
+    /// `session` and writes its ciphertext to `socket` as far as it takes.
+    pub fn send(
+        session: &mut ClientConnection,
+        plain: &[u8],
+        socket: &mut impl Write,
+    ) -> io::Result<()> {
+        if !plain.is_empty() {
+            session.writer().write_all(plain)?;
+        }
+        while session.wants_write() {
+            match session.write_tls(socket) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// `--insecure`: any certificate is accepted, but the handshake
+    /// signature is still verified, so a handshake costs the client what a
+    /// verifying client's does (less the chain check).
+    #[derive(Debug)]
+    struct AcceptAny(Arc<CryptoProvider>);
+
+    impl ServerCertVerifier for AcceptAny {
+        fn verify_server_cert(
+            &self,
+            _end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _server_name: &ServerName<'_>,
+            _ocsp_response: &[u8],
+            _now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
     }
 }

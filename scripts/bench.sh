@@ -10,6 +10,12 @@
 #                               and the raw loops, same cells and client; installs
 #                               them from npm into benches/peers/node_modules;
 #                               writes docs/peers-latest.md
+#   scripts/bench.sh --tls      wsloop's wss:// beside its own ws:// (one binary,
+#                               built with --features tls; a test CA made with the
+#                               openssl CLI): echo 64 B and 16 KiB, broadcast to
+#                               1,000, idle connections (RSS and handshake rate);
+#                               writes docs/bench-tls-latest.md. --smoke runs one
+#                               TLS echo and one TLS broadcast cell too
 #
 # Environment:
 #   BENCH_SECS=3      measured seconds per cell (full matrix)
@@ -38,8 +44,9 @@ MODE=full
 case "${1:-}" in
   --smoke) MODE=smoke ;;
   --peers) MODE=peers ;;
+  --tls) MODE=tls ;;
   "") ;;
-  *) echo "usage: scripts/bench.sh [--smoke | --peers]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh [--smoke | --peers | --tls]" >&2; exit 2 ;;
 esac
 
 SECS="${BENCH_SECS:-3}"
@@ -47,6 +54,10 @@ REPS="${BENCH_REPS:-3}"
 PORT="${BENCH_PORT:-21100}"
 OUT="${BENCH_OUT:-docs/bench-latest.md}"
 [ "$MODE" = peers ] && OUT="${BENCH_OUT:-docs/peers-latest.md}"
+[ "$MODE" = tls ] && OUT="${BENCH_OUT:-docs/bench-tls-latest.md}"
+# What the report compares: wsloop with the raw loops, or wss:// with ws://.
+COMPARE=raw
+[ "$MODE" = tls ] && COMPARE=tls
 TARGET="${CARGO_TARGET_DIR:-target}"
 WSLOOP="$TARGET/release/wsloop"
 WSBENCH="$TARGET/release/examples/wsbench"
@@ -55,8 +66,13 @@ RAW_FANOUT="$TARGET/release/examples/raw_fanout"
 LATENCY_PAIR="$TARGET/release/examples/latency_pair"
 
 echo "bench: building (release)"
-cargo build --release --quiet --bin wsloop --example wsbench --example raw_echo --example raw_fanout \
-  --example latency_pair
+# With TLS compiled in (smoke and --tls): wsloop serves wss:// when given a
+# certificate, and wsbench gets its --tls client. Without a certificate the
+# same binary serves plain ws:// on the plain path.
+FEATURES=()
+[ "$MODE" = smoke ] || [ "$MODE" = tls ] && FEATURES=(--features tls)
+cargo build --release --quiet "${FEATURES[@]}" --bin wsloop --example wsbench --example raw_echo \
+  --example raw_fanout --example latency_pair
 
 # The descriptor limit: the server of the idle cell needs 19,000 sockets.
 ulimit -n 20000 2>/dev/null || true
@@ -92,6 +108,19 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+if [ ${#FEATURES[@]} -gt 0 ]; then
+  # A test CA and a P-256 server certificate it signed, for localhost and
+  # 127.0.0.1: wsbench verifies the chain as a browser would.
+  command -v openssl >/dev/null || { echo "bench: TLS cells need the openssl CLI" >&2; exit 1; }
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=wsbench-test-ca -keyout "$WORK/ca.key" -out "$WORK/ca.pem" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=localhost \
+    -keyout "$WORK/key.pem" -out "$WORK/leaf.csr" 2>/dev/null
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >"$WORK/leaf.ext"
+  openssl x509 -req -in "$WORK/leaf.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key" \
+    -CAcreateserial -days 2 -extfile "$WORK/leaf.ext" -out "$WORK/cert.pem" 2>/dev/null
+fi
+
 # start_server PORT CMD...: starts a server pinned to CPU 0, waits for its
 # port. Its PID is added to SERVER_PID and left in STARTED_PID.
 start_server() {
@@ -117,18 +146,25 @@ FAILED=0
 RUNS=0
 export RUST_LOG=warn
 # run CELL SIDE SERVER_KIND PING WSBENCH_ARGS...: one measurement. SERVER_KIND
-# is echo | broadcast (wsloop modes) or raw_echo | raw_fanout.
+# is echo | broadcast (wsloop modes), tls_echo | tls_broadcast (the same over
+# wss://) or raw_echo | raw_fanout.
 run() {
   local cell="$1" side="$2" kind="$3" ping="$4"
   shift 4
   # A fresh port for every run: the TIME_WAIT entries a run leaves behind
   # never collide with the next run's connections.
-  local port=$((PORT + RUNS)) raw=()
+  local port=$((PORT + RUNS)) client=()
   RUNS=$((RUNS + 1))
   case "$kind" in
     echo | broadcast)
       start_server "$port" "$WSLOOP" --listen "127.0.0.1:$port" --mode "$kind" \
         --ping-interval "$ping" --max-connections 100000
+      ;;
+    tls_echo | tls_broadcast)
+      start_server "$port" "$WSLOOP" --listen "127.0.0.1:$port" --mode "${kind#tls_}" \
+        --ping-interval "$ping" --max-connections 100000 \
+        --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem"
+      client=(--tls --ca "$WORK/ca.pem")
       ;;
     bun_echo | bun_broadcast)
       start_server "$port" "$BUN" benches/peers/bun_server.js "$port" "${kind#bun_}"
@@ -140,7 +176,7 @@ run() {
       start_server "$port" "$FASTWEBSOCKETS" "$port"
       ;;
     raw_echo | raw_fanout)
-      raw=(--raw)
+      client=(--raw)
       if [ "$kind" = raw_echo ] && [ "$ping" != 0 ]; then
         # The raw loop's stand-in for heartbeats: a probe byte per
         # connection per interval, and a reply byte read back.
@@ -152,10 +188,10 @@ run() {
       fi
       ;;
   esac
-  echo "bench: [$cell] $side: wsbench ${raw[*]} $*" >&2
+  echo "bench: [$cell] $side: wsbench ${client[*]} $*" >&2
   local out status=0
   out="$("${PIN_CLIENT[@]}" "$WSBENCH" --addr "127.0.0.1:$port" --server-pid "$STARTED_PID" \
-    --label "$cell/$side" --quiet "${raw[@]}" "$@")" || status=$?
+    --label "$cell/$side" --quiet "${client[@]}" "$@")" || status=$?
   stop_server
   printf '%s\n' "$out" | grep -v '^RESULT ' | sed 's/^/    /' >&2
   local result
@@ -175,6 +211,18 @@ pair() {
   for round in $(seq "$rounds"); do
     run "$cell" wsloop "$ws" 0 "$@"
     run "$cell" raw "$rawkind" 0 "$@"
+  done
+}
+
+# tls_pair CELL echo|broadcast ARGS...: wsloop over wss://, then over ws://,
+# same binary and traffic.
+tls_pair() {
+  local cell="$1" kind="$2" rounds=1 round
+  shift 2
+  [ "$MODE" = tls ] && rounds="$REPS"
+  for round in $(seq "$rounds"); do
+    run "$cell" wss "tls_$kind" 0 "$@"
+    run "$cell" ws "$kind" 0 "$@"
   done
 }
 
@@ -236,6 +284,8 @@ if [ "$MODE" = smoke ]; then
   run "smoke pings" wsloop echo 0.2 --mode connect --conns 20 --duration 5 --hold 1
   run "smoke pings" raw raw_echo 0.2 --mode connect --conns 20 --duration 5 --hold 1
   paired "smoke paired latency" 1
+  tls_pair "smoke tls echo" echo --mode echo --conns 4 --inflight 4 --size 64 --duration 1
+  tls_pair "smoke tls broadcast" broadcast --mode broadcast --conns 20 --size 64 --duration 1
   if [ "$FAILED" -ne 0 ]; then
     echo "bench-smoke: FAILED" >&2
     exit 1
@@ -274,33 +324,45 @@ if [ "$MODE" = peers ]; then
 fi
 
 START=$(date +%s)
-pair "echo 64 B, 100 conns x 16" echo raw_echo \
-  --mode echo --conns 100 --inflight 16 --size 64 --duration "$SECS"
-paired "echo 64 B, 1 conn x 1, paired" "$SECS"
-pair "echo 16 KiB, 10 conns x 4" echo raw_echo \
-  --mode echo --conns 10 --inflight 4 --size 16384 --kind binary --duration "$SECS"
-pair "broadcast 64 B to 1,000" broadcast raw_fanout \
-  --mode broadcast --conns 1000 --size 64 --window 64 --duration "$SECS"
-pair "broadcast 64 B to 10,000" broadcast raw_fanout \
-  --mode broadcast --conns 10000 --size 64 --window 64 --duration "$SECS"
-# Four loopback source addresses: the kernel's search for a free ephemeral
-# port of one address made connecting 19,000 sockets client-bound.
-pair "$IDLE idle conns" echo raw_echo \
-  --mode connect --conns "$IDLE" --sources 4 --duration 30 --hold 1
-if [ "${BENCH_LONG:-0}" = 1 ]; then
-  # Connections opened at 950/s over 20 s, so their heartbeats come spread
-  # out as with real clients rather than in one burst. The raw loop sends
-  # a probe byte per connection per interval and reads a reply byte.
-  idle_cell="$IDLE idle, 20 s pings, 60 s"
-  for side in "wsloop echo" "raw raw_echo"; do
-    # shellcheck disable=SC2086 # two words on purpose: side and server kind
-    run "$idle_cell" $side 20 --mode connect --conns "$IDLE" --sources 4 \
-      --connect-rate 950 --duration 30 --hold 60
-  done
+if [ "$MODE" = tls ]; then
+  tls_pair "echo 64 B, 100 conns x 16" echo \
+    --mode echo --conns 100 --inflight 16 --size 64 --duration "$SECS"
+  tls_pair "echo 16 KiB, 10 conns x 4" echo \
+    --mode echo --conns 10 --inflight 4 --size 16384 --kind binary --duration "$SECS"
+  tls_pair "broadcast 64 B to 1,000" broadcast \
+    --mode broadcast --conns 1000 --size 64 --window 64 --duration "$SECS"
+  # Every connection makes a full TLS handshake (no resumption).
+  tls_pair "$IDLE idle conns" echo \
+    --mode connect --conns "$IDLE" --sources 4 --duration 60 --hold 1
+else
+  pair "echo 64 B, 100 conns x 16" echo raw_echo \
+    --mode echo --conns 100 --inflight 16 --size 64 --duration "$SECS"
+  paired "echo 64 B, 1 conn x 1, paired" "$SECS"
+  pair "echo 16 KiB, 10 conns x 4" echo raw_echo \
+    --mode echo --conns 10 --inflight 4 --size 16384 --kind binary --duration "$SECS"
+  pair "broadcast 64 B to 1,000" broadcast raw_fanout \
+    --mode broadcast --conns 1000 --size 64 --window 64 --duration "$SECS"
+  pair "broadcast 64 B to 10,000" broadcast raw_fanout \
+    --mode broadcast --conns 10000 --size 64 --window 64 --duration "$SECS"
+  # Four loopback source addresses: the kernel's search for a free ephemeral
+  # port of one address made connecting 19,000 sockets client-bound.
+  pair "$IDLE idle conns" echo raw_echo \
+    --mode connect --conns "$IDLE" --sources 4 --duration 30 --hold 1
+  if [ "${BENCH_LONG:-0}" = 1 ]; then
+    # Connections opened at 950/s over 20 s, so their heartbeats come spread
+    # out as with real clients rather than in one burst. The raw loop sends
+    # a probe byte per connection per interval and reads a reply byte.
+    idle_cell="$IDLE idle, 20 s pings, 60 s"
+    for side in "wsloop echo" "raw raw_echo"; do
+      # shellcheck disable=SC2086 # two words on purpose: side and server kind
+      run "$idle_cell" $side 20 --mode connect --conns "$IDLE" --sources 4 \
+        --connect-rate 950 --duration 30 --hold 60
+    done
+  fi
 fi
 ELAPSED=$(($(date +%s) - START))
 
-# The report: a Markdown table of wsloop beside the raw loop, cell by cell.
+# The report: a Markdown table of wsloop beside its baseline, cell by cell.
 CPU_MODEL="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 REV="$(git rev-parse --short HEAD 2>/dev/null || echo 'no commit')"
 if ! git diff --quiet HEAD -- 2>/dev/null; then
@@ -309,141 +371,8 @@ fi
 PINNED="no"
 [ ${#PIN_SERVER[@]} -gt 0 ] && PINNED="server on CPU 0, wsbench on CPU 1 (taskset)"
 mkdir -p "$(dirname "$OUT")"
-python3 - "$WORK/results.tsv" "$OUT" "$(date -u '+%Y-%m-%d %H:%M UTC')" "$(nproc)" "$CPU_MODEL" \
-  "$(uname -r)" "$REV" "$PINNED" "$SECS" "$ELAPSED" "$(cat /proc/loadavg | cut -d' ' -f1-3)" <<'PY'
-import json
-import sys
-
-sys.path.insert(0, "scripts")
-from bench_stats import fmt, median, per_round_ratios, read_results, summary  # noqa: E402
-
-tsv, out, date, nproc, cpu, kernel, rev, pinned, secs, elapsed, load = sys.argv[1:]
-# rows[cell][side] is the list of that side's results, one per round.
-rows, order = read_results(tsv)
-
-
-def metric(r):
-    """(name, value, higher_is_better) of a cell's headline figure."""
-    mode = r.get("mode")
-    if r.get("headline") == "p99":
-        return "p99 round trip (µs)", r.get("lat_p99_us"), False
-    if mode == "echo" and r.get("conns") == 1:
-        return "p50 round trip (µs)", r.get("lat_p50_us"), False
-    if mode == "echo":
-        return "round trips/s", r.get("rt_per_s"), True
-    if mode == "broadcast":
-        return "deliveries/s", r.get("deliveries_per_s"), True
-    if r.get("hold_s", 0) >= 30:
-        return "server CPU while idle (%)", r.get("server_cpu_pct"), False
-    return "server RSS bytes/conn", r.get("rss_per_conn_bytes"), False
-
-
-def detail(r):
-    if not r:
-        return "–"
-    mode = r.get("mode")
-    bad = (r.get("errors") or 0) + (r.get("lost") or 0) + (r.get("connect_failed") or 0)
-    bad += (r.get("duplicated") or 0) + (r.get("reordered") or 0)
-    flag = "" if bad == 0 else f" **{bad} errors/lost**"
-    if mode == "echo":
-        return (f"{fmt(r.get('rt_per_s'))} rt/s, {fmt(r.get('mb_per_s'))} MB/s, p50/p99/p99.9 "
-                f"{fmt(r.get('lat_p50_us'))}/{fmt(r.get('lat_p99_us'))}/{fmt(r.get('lat_p999_us'))} µs, "
-                f"server CPU {fmt(r.get('server_cpu_pct'), '%')} ({fmt(r.get('server_ns_per_msg'))} ns/msg), "
-                f"wsbench CPU {fmt(r.get('client_cpu_pct'), '%')}{flag}")
-    if mode == "broadcast":
-        return (f"{fmt(r.get('published_per_s'))} pub/s, {fmt(r.get('deliveries_per_s'))} deliveries/s, "
-                f"p50/p99 {fmt(r.get('lat_p50_us'))}/{fmt(r.get('lat_p99_us'))} µs, "
-                f"lost/dup/reord {r.get('lost')}/{r.get('duplicated')}/{r.get('reordered')}, "
-                f"server CPU {fmt(r.get('server_cpu_pct'), '%')} ({fmt(r.get('server_ns_per_msg'))} ns/msg), "
-                f"wsbench CPU {fmt(r.get('client_cpu_pct'), '%')}{flag}")
-    return (f"{r.get('opened')} open, {fmt(r.get('connects_per_s'))} conn/s, "
-            f"RSS {r.get('rss_before_kb')}→{r.get('rss_after_kb')} KiB = {fmt(r.get('rss_per_conn_bytes'))} B/conn, "
-            f"held {fmt(r.get('hold_s'))} s at server CPU {fmt(r.get('server_cpu_pct'), '%')}, "
-            f"{r.get('pings')} pings{flag}")
-
-
-lines = [
-    "# wsloop load benchmark: latest run",
-    "",
-    f"- date: {date}; revision: {rev}; {secs} s per measured cell, whole run {elapsed} s",
-    f"- machine: {nproc} CPUs, {cpu}, Linux {kernel}; load average at the end: {load}",
-    f"- pinning: {pinned}",
-    "- the machine may be shared with other jobs: compare the ratio column (both sides",
-    "  ran minutes apart under the same conditions), not absolute figures across runs",
-    "- produced by `make bench` (scripts/bench.sh); wsbench is examples/wsbench.rs, the raw",
-    "  loops are examples/raw_echo.rs and examples/raw_fanout.rs",
-    "",
-    "| cell | headline metric | wsloop | raw loop | wsloop / raw (rounds) "
-    "| server CPU ns/msg, wsloop | raw loop | wsloop / raw (rounds) |",
-    "|---|---|---:|---:|---:|---:|---:|---:|",
-]
-
-
-def ns_per_ping(r):
-    # The pings of the hold (the CPU figure's window), where reported.
-    pings = r.get("pings_in_hold", r.get("pings"))
-    cpu, hold = r.get("server_cpu_pct"), r.get("hold_s")
-    if cpu is None or not hold or not pings:
-        return None
-    return cpu / 100 * hold / pings * 1e9
-
-
-def ratios(cell, value):
-    """The per-round ratios wsloop / raw of `value` (round i against round i)."""
-    return per_round_ratios(rows[cell].get("wsloop", []), rows[cell].get("raw", []), value)
-
-
-def cpu_per_msg(r):
-    # Idle cells: server CPU per heartbeat (ping and pong, or probe and
-    # reply), if there were any.
-    return ns_per_ping(r) if r.get("mode") == "connect" else r.get("server_ns_per_msg")
-
-
-for cell in order:
-    ws, raw = rows[cell].get("wsloop", []), rows[cell].get("raw", [])
-    name, _, higher = metric((ws or raw)[0])
-    wv = median(metric(r)[1] for r in ws)
-    rv = median(metric(r)[1] for r in raw)
-    wc = median(cpu_per_msg(r) for r in ws)
-    rc = median(cpu_per_msg(r) for r in raw)
-    lines.append(f"| {cell} | {name} | {fmt(wv)} | {fmt(rv)} | "
-                 f"{summary(ratios(cell, lambda r: metric(r)[1]))} "
-                 f"| {fmt(wc)} | {fmt(rc)} | {summary(ratios(cell, cpu_per_msg))} |")
-lines += [
-    "",
-    "Values are medians over the rounds; a ratio is the median of the per-round ratios",
-    "(wsloop's round i against the raw loop's round i, run back to back), with their range.",
-    "The paired latency cell runs both servers at once: examples/latency_pair.rs sends one",
-    "round trip to each in turn on one client, so each round's ratio compares samples",
-    "taken under the same conditions (its server CPU is per round trip, and its",
-    "\"wsbench CPU\" is not measured).",
-    "Ratios: above 1 is better for wsloop on rates, below 1 is better on latency, memory",
-    "and CPU. \"server CPU ns/msg\" is the server's CPU time (all threads, from",
-    "/proc/PID/task/*/schedstat) over the measured window divided by the round trips or",
-    "deliveries completed in it: on a shared machine it is steadier than the rates, which",
-    "depend on how much CPU the two processes were given. In the idle heartbeat cell it is",
-    "per heartbeat: a ping and its pong for wsloop, a probe byte and its reply for the raw loop.",
-    "",
-    "## Details",
-    "",
-]
-for cell in order:
-    if cell.endswith(": p99") and cell[:-5] + ": p50" in rows:
-        lines.append(f"- **{cell}**: the runs of the p50 row above")
-        continue
-    lines.append(f"- **{cell}**")
-    for side in ("wsloop", "raw"):
-        for i, r in enumerate(rows[cell].get(side, []), 1):
-            lines.append(f"  - {side}, round {i}: {detail(r)}")
-lines += ["", "## Raw results", "", "```"]
-for cell in order:
-    for side, results in rows[cell].items():
-        for r in results:
-            lines.append("RESULT " + json.dumps(r, separators=(",", ":"), ensure_ascii=False))
-lines += ["```", ""]
-open(out, "w").write("\n".join(lines))
-print("\n".join(lines[10:10 + 2 + len(order)]))
-PY
+python3 scripts/bench_report.py "$COMPARE" "$WORK/results.tsv" "$OUT" "$(date -u '+%Y-%m-%d %H:%M UTC')" \
+  "$(nproc)" "$CPU_MODEL" "$(uname -r)" "$REV" "$PINNED" "$SECS" "$ELAPSED" "$(cut -d' ' -f1-3 /proc/loadavg)"
 echo "bench: wrote $OUT"
 if [ "$FAILED" -ne 0 ]; then
   echo "bench: some runs FAILED (see above)" >&2
