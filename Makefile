@@ -13,7 +13,7 @@ run:
 # Every optional feature is built and tested on as well as off.
 FEATURES ?= tls
 
-test: lint unit autobahn autobahn-tls bench-smoke fuzz-smoke e2e
+test: lint unit autobahn autobahn-tls tls-e2e bench-smoke fuzz-smoke e2e
 
 lint:
 	$(CARGO) fmt --all -- --check

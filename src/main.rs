@@ -60,16 +60,19 @@ fn main() -> ExitCode {
         Mode::Echo => "echo",
         Mode::Broadcast => "broadcast",
     };
-    log::info!(
-        "wsloop {} listening on {scheme}://{} ({mode} mode)",
-        env!("CARGO_PKG_VERSION"),
-        server.local_addr()
-    );
+    // The handlers go in before the "listening" line: a supervisor that
+    // waits for it may signal at once (SIGHUP's default action would end
+    // the process).
     signals::shut_down_on_signal(server.handle());
     #[cfg(feature = "tls")]
     if let Some(files) = options.tls.clone() {
         signals::reload_tls_on_sighup(server.handle(), files);
     }
+    log::info!(
+        "wsloop {} listening on {scheme}://{} ({mode} mode)",
+        env!("CARGO_PKG_VERSION"),
+        server.local_addr()
+    );
     if let (Mode::Playground, Some(interval)) = (options.mode, options.ticker_interval) {
         playground::spawn_ticker(server.handle(), interval);
     }

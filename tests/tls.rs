@@ -372,8 +372,14 @@ fn a_truncated_client_hello_then_fin_is_closed_at_once() {
     let pki = Pki::new();
     let server = tls_server(&pki.leaf(), |_| {});
     let started = Instant::now();
-    raw_exchange(server.addr, TRUNCATED_HELLO, true).expect("closed after the FIN");
+    let answer = raw_exchange(server.addr, TRUNCATED_HELLO, true).expect("closed after the FIN");
     assert!(started.elapsed() < Duration::from_secs(1));
+    // No session was set up, so nothing to close_notify: just the FIN.
+    assert_eq!(answer, b"", "no alert for a handshake the peer abandoned");
+    assert!(wait_until(TIMEOUT, || {
+        let m = metrics(&server);
+        m.handshake_failures == 1 && m.tls_handshake_failures == 1
+    }));
 }
 
 #[test]
@@ -390,8 +396,12 @@ fn the_handshake_timeout_covers_the_tls_handshake() {
         took >= Duration::from_millis(250) && took < Duration::from_secs(3),
         "{took:?}"
     );
-    assert!(wait_until(TIMEOUT, || metrics(&server).handshake_failures == 1));
-    // And a TLS handshake that completed but sent no upgrade request.
+    assert!(wait_until(TIMEOUT, || {
+        let m = metrics(&server);
+        m.handshake_failures == 1 && m.tls_handshake_failures == 1
+    }));
+    // And a TLS handshake that completed but sent no upgrade request: a
+    // handshake failure (of the HTTP upgrade), not a TLS one.
     let mut idle = tls_connect(server.addr, pki.client(TLS13)).unwrap();
     let started = Instant::now();
     assert!(tls_end(&mut idle).is_ok(), "closed with close_notify");

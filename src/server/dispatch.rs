@@ -446,6 +446,9 @@ impl<H: Handler> Dispatch<H> {
                     Expiry::Handshake => {
                         log::debug!("handshake from {:?} timed out", conn.transport.peer_addr());
                         state.metrics.handshake_failures += 1;
+                        if conn.transport.is_handshaking() {
+                            state.metrics.tls_handshake_failures += 1;
+                        }
                     }
                     Expiry::Pong => {
                         log::debug!(

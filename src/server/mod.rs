@@ -276,6 +276,19 @@ impl<H: Handler> Server<H> {
             }
             let (n, drained) = match input {
                 Ok(Input::Data { len, drained }) => (len, drained),
+                Ok(Input::Eof) if handshaking => {
+                    // A FIN before the TLS handshake finished (a truncated
+                    // ClientHello, a client that rejected the certificate
+                    // without an alert): a failed handshake, and nothing
+                    // of a session to flush.
+                    log::debug!(
+                        "TLS handshake from {:?} ended by the peer",
+                        state.conns[key].transport.peer_addr()
+                    );
+                    state.metrics.handshake_failures += 1;
+                    state.metrics.tls_handshake_failures += 1;
+                    return self.dispatch.remove(key);
+                }
                 Ok(Input::Eof) => return self.dispatch.end_of_input(key),
                 Ok(Input::WouldBlock) => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

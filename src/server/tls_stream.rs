@@ -160,7 +160,14 @@ impl TlsStream {
     }
 
     /// Queues `close_notify` (once), after everything queued before it.
+    /// Not before the handshake is done: there is no session to close
+    /// (a failed handshake already sent its own alert), so a connection
+    /// dropped mid-handshake (a timeout, a shutdown, the peer's FIN) just
+    /// gets the FIN.
     pub(crate) fn close_notify(&mut self) {
+        if self.conn.is_handshaking() {
+            return;
+        }
         if !std::mem::replace(&mut self.close_notify_sent, true) {
             self.conn.send_close_notify();
         }
