@@ -5,13 +5,14 @@ CARGO ?= cargo
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
 
-.PHONY: run test lint unit autobahn autobahn-tls tls-e2e e2e bench bench-smoke bench-peers bench-codec fuzz fuzz-smoke clean
+.PHONY: run test lint unit autobahn autobahn-tls tls-e2e e2e bench bench-smoke bench-peers bench-tls bench-codec fuzz fuzz-smoke clean
 
 run:
 	$(CARGO) run --release
 
-# Every optional feature is built and tested on as well as off.
-FEATURES ?= tls
+# Every optional feature is built and tested on as well as off: `tls`
+# (rustls on ring) and `tls-aws-lc` (the same on AWS-LC), one set at a time.
+FEATURE_SETS ?= tls tls-aws-lc
 
 test: lint unit autobahn autobahn-tls tls-e2e bench-smoke fuzz-smoke e2e
 
@@ -23,8 +24,10 @@ lint:
 unit:
 	$(CARGO) test --all-targets
 	$(CARGO) test --doc
-	$(CARGO) test --all-targets --features "$(FEATURES)"
-	$(CARGO) test --doc --features "$(FEATURES)"
+	for features in $(FEATURE_SETS); do \
+	  $(CARGO) test --all-targets --features "$$features" && \
+	  $(CARGO) test --doc --features "$$features" || exit 1; \
+	done
 
 $(VENV)/.installed:
 	python3 -m venv $(VENV)
@@ -63,6 +66,10 @@ bench-smoke:
 # into benches/peers; writes docs/peers-latest.md.
 bench-peers:
 	bash scripts/bench.sh --peers
+
+# wss:// beside ws:// on the same binary; writes docs/bench-tls-latest.md.
+bench-tls:
+	bash scripts/bench.sh --tls
 
 bench-codec:
 	$(CARGO) bench --bench codec

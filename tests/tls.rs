@@ -221,6 +221,45 @@ fn echo_over_tls_1_3_and_1_2_with_alpn_http_1_1() {
     }
 }
 
+/// What a browser gets: its first key exchange choice without a
+/// HelloRetryRequest (an extra round trip). Browsers offer the post-quantum
+/// hybrid X25519MLKEM768 first, which the `tls-aws-lc` provider has and
+/// ring has not; with ring they get X25519.
+#[test]
+fn the_key_exchange_browsers_offer_first_needs_no_retry() {
+    let pki = Pki::new();
+    let server = tls_server(&pki.leaf(), |_| {});
+    let mut provider = (*wsloop::tls::provider()).clone();
+    let rank = |group: rustls::NamedGroup| match group {
+        rustls::NamedGroup::X25519MLKEM768 => 0,
+        rustls::NamedGroup::X25519 => 1,
+        rustls::NamedGroup::secp256r1 => 2,
+        _ => 3,
+    };
+    provider.kx_groups.sort_by_key(|g| rank(g.name()));
+    let mut roots = RootCertStore::empty();
+    roots.add(pki.ca_der.clone()).unwrap();
+    let mut config = ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let mut ws = wss(server.addr, "/echo", config);
+    let conn = &ws.get_ref().conn;
+    let expected = if cfg!(feature = "tls-aws-lc") {
+        rustls::NamedGroup::X25519MLKEM768
+    } else {
+        rustls::NamedGroup::X25519
+    };
+    assert_eq!(
+        conn.negotiated_key_exchange_group().map(|g| g.name()),
+        Some(expected)
+    );
+    assert_eq!(conn.handshake_kind(), Some(rustls::HandshakeKind::Full));
+    assert_echo(&mut ws, "key exchange as a browser makes it");
+}
+
 #[test]
 fn a_16_mib_message_and_1000_in_order() {
     let pki = Pki::new();
