@@ -6,6 +6,8 @@
 //! benchmarked on its own. The reactor ([`crate::Server`]) drives it.
 
 pub mod close;
+#[cfg(feature = "deflate")]
+pub mod deflate;
 pub mod extension;
 pub mod forwarded;
 pub mod frame;
