@@ -96,6 +96,8 @@ def main() -> int:
     parser.add_argument("--parallelism", type=int, default=4)
     parser.add_argument("--tls", action="store_true",
                         help="serve wss:// (self-signed) and bridge kosoku to it through socat")
+    parser.add_argument("--deflate", action="store_true",
+                        help="offer permessage-deflate (a build with the `deflate` feature)")
     parser.add_argument("--socat-options", default="",
                         help="extra socat options before the addresses, e.g. '-t 5' (with --tls)")
     args = parser.parse_args()
@@ -111,6 +113,8 @@ def main() -> int:
 
     port = free_port()
     server_cmd = [args.server, "--listen", f"127.0.0.1:{port}", "--mode", "echo"]
+    if args.deflate:
+        server_cmd.append("--deflate")
     if args.tls:
         if shutil.which("socat") is None:
             sys.exit("autobahn: --tls needs socat (Debian: apt-get install socat)")
@@ -170,6 +174,8 @@ def main() -> int:
     non_strict = sorted(c for c, r in results.items() if r["behavior"] == "NON-STRICT")
     summary = ", ".join(f"{k} {v}" for k, v in sorted(behaviors.items()))
     mode = " over TLS (socat bridge)" if args.tls else ""
+    if args.deflate:
+        mode += " with permessage-deflate"
     print(f"autobahn: {len(results)} cases{mode} in {elapsed:.1f}s: {summary}")
     if non_strict:
         print("autobahn: NON-STRICT:", " ".join(non_strict))

@@ -76,6 +76,10 @@ FLAGS:
                                 feature. SIGHUP reloads both files: new handshakes
                                 present the new certificate, open connections stay
     --tls-key FILE              the certificate's PEM private key (PKCS#8, PKCS#1, SEC1)
+    --deflate                   offer permessage-deflate (RFC 7692) to clients that ask;
+                                needs a build with the `deflate` feature [default: off]
+    --deflate-threshold BYTES   messages shorter than this go out uncompressed [default: 128]
+    --deflate-level N           zlib level, 0 (none) to 9 (smallest) [default: 1]
     --trusted-proxy LIST        reverse proxies whose forwarding header is believed:
                                 comma-separated addresses and CIDR networks, e.g.
                                 127.0.0.1,10.0.0.0/8,::1,fd00::/8; may be repeated. For
@@ -111,6 +115,8 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
         tls: None,
     };
     let (mut tls_cert, mut tls_key) = (None, None);
+    let mut deflate = false;
+    let (mut deflate_threshold, mut deflate_level) = (None, None);
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -122,6 +128,13 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
         }
         if flag == "-V" || flag == "--version" {
             return Ok(Parsed::Version);
+        }
+        if flag == "--deflate" {
+            if inline.is_some() {
+                return Err("--deflate takes no value".into());
+            }
+            deflate = true;
+            continue;
         }
         let mut value = || {
             inline
@@ -167,6 +180,20 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
             "--ticker-interval" => options.ticker_interval = optional_seconds(&flag, &value()?)?,
             "--tls-cert" => tls_cert = Some(PathBuf::from(value()?)),
             "--tls-key" => tls_key = Some(PathBuf::from(value()?)),
+            "--deflate-threshold" => {
+                let v = value()?;
+                deflate_threshold = Some(
+                    v.parse::<usize>()
+                        .map_err(|_| format!("{flag}: `{v}` is not a whole number of bytes"))?,
+                );
+            }
+            "--deflate-level" => {
+                let v = value()?;
+                deflate_level = match v.parse::<u32>() {
+                    Ok(level) if level <= 9 => Some(level),
+                    _ => return Err(format!("{flag}: `{v}` is not a level from 0 to 9")),
+                };
+            }
             "--trusted-proxy" => c.trusted_proxies.extend(proxies(&flag, &value()?)?),
             "--forwarded-header" => {
                 c.forwarded_header = match value()?.to_ascii_lowercase().as_str() {
@@ -184,6 +211,28 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
         (Some(_), None) => return Err("--tls-cert needs --tls-key".into()),
         (None, Some(_)) => return Err("--tls-key needs --tls-cert".into()),
     };
+    if !deflate && (deflate_threshold.is_some() || deflate_level.is_some()) {
+        return Err("--deflate-threshold and --deflate-level need --deflate".into());
+    }
+    if deflate {
+        #[cfg(not(feature = "deflate"))]
+        return Err(
+            "this wsloop was built without permessage-deflate: rebuild with \
+             `--features deflate` to use --deflate"
+                .into(),
+        );
+        #[cfg(feature = "deflate")]
+        {
+            let mut config = wsloop::DeflateConfig::default();
+            if let Some(threshold) = deflate_threshold {
+                config.threshold = threshold;
+            }
+            if let Some(level) = deflate_level {
+                config.level = level;
+            }
+            options.config.deflate = Some(config);
+        }
+    }
     if options.tls.is_some() && !cfg!(feature = "tls") {
         return Err(
             "this wsloop was built without TLS: rebuild with `--features tls` to use --tls-cert"

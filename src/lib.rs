@@ -56,6 +56,8 @@ pub use protocol::close::CloseCode;
 pub use protocol::forwarded::{ForwardedHeader, IpNet};
 pub use protocol::handshake::Request;
 pub use protocol::message::Message;
+#[cfg(feature = "deflate")]
+pub use server::DeflateConfig;
 pub use server::{
     Accept, Backpressure, Config, ConnCtx, ConnId, Ctx, Handle, Handler, Metrics, Response,
     SendStatus, Server,

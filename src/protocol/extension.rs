@@ -7,9 +7,9 @@
 //! hands over with the input. With nothing negotiated, any reserved bit
 //! is a protocol error (1002), as RFC 6455 §5.2 requires.
 
-/// The extensions in force on one connection. Today none can be
-/// negotiated, so every connection has [`Extensions::NONE`];
-/// permessage-deflate (RFC 7692) will claim RSV1 here.
+/// The extensions in force on one connection: [`Extensions::NONE`], or
+/// with the `deflate` feature [`Extensions::PERMESSAGE_DEFLATE`], which
+/// claims RSV1 (RFC 7692 §6) on the first frame of a data message.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Extensions {
@@ -20,6 +20,11 @@ pub struct Extensions {
 impl Extensions {
     /// No extension: every reserved bit must be zero.
     pub const NONE: Extensions = Extensions { reserved_bits: 0 };
+
+    /// permessage-deflate: RSV1 marks a compressed message.
+    pub const PERMESSAGE_DEFLATE: Extensions = Extensions {
+        reserved_bits: RSV1,
+    };
 
     /// These extensions, also allowing the reserved `bits` (RSV1 = 4,
     /// RSV2 = 2, RSV3 = 1).
@@ -42,4 +47,13 @@ impl Extensions {
     pub const fn allows_reserved_bits(self, rsv: u8) -> bool {
         rsv & !self.reserved_bits == 0
     }
+
+    /// Whether RSV1 marks a compressed message (permessage-deflate).
+    #[inline]
+    pub const fn compresses(self) -> bool {
+        self.reserved_bits & RSV1 != 0
+    }
 }
+
+/// RSV1 in [`FrameHeader::rsv`](super::frame::FrameHeader::rsv).
+pub const RSV1: u8 = 0b100;

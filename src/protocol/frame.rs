@@ -217,10 +217,29 @@ impl FrameHeader {
 /// ```
 #[inline(always)]
 pub fn encode_frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
+    encode_server_frame(out, 0x80 | opcode.bits(), payload);
+}
+
+/// Appends one complete server frame of a compressed message (FIN and
+/// RSV1 set, RFC 7692 §6) to `out`.
+///
+/// ```
+/// use wsloop::protocol::frame::{encode_frame_rsv1, OpCode};
+/// let mut out = Vec::new();
+/// // "Hello", compressed (RFC 7692 §7.2.3.1).
+/// encode_frame_rsv1(&mut out, OpCode::Text, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
+/// assert_eq!(out[..2], [0xc1, 7]);
+/// ```
+#[cfg(feature = "deflate")]
+pub fn encode_frame_rsv1(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
+    encode_server_frame(out, 0xc0 | opcode.bits(), payload);
+}
+
+#[inline(always)]
+fn encode_server_frame(out: &mut Vec<u8>, b0: u8, payload: &[u8]) {
     // Written out rather than through `FrameHeader::encode`: this runs for
-    // every message sent, and a server frame's header is only FIN, the
-    // opcode and the length.
-    let b0 = 0x80 | opcode.bits();
+    // every message sent, and a server frame's header is only its first
+    // byte and the length.
     let len = payload.len();
     out.reserve(encoded_len(len));
     if len < 126 {

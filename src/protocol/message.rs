@@ -12,7 +12,7 @@
 
 use super::ProtocolError;
 use super::close::{CloseCode, CloseFrame};
-use super::extension::Extensions;
+use super::extension::{Extensions, RSV1};
 use super::frame::{
     FrameHeader, MAX_HEADER_LEN, OpCode, apply_mask, encode_frame, unmask_reporting_ascii,
 };
@@ -123,6 +123,17 @@ pub enum Event<'a> {
     Pong(&'a [u8]),
     /// A close frame, validated.
     Close(CloseFrame<'a>),
+    /// A complete permessage-deflate message (RSV1 on its first frame):
+    /// its frames' payloads joined and unmasked, still compressed. Inflate
+    /// it (`protocol::deflate::Inflater`) and, if `text`, validate the
+    /// result as UTF-8.
+    #[cfg(feature = "deflate")]
+    Compressed {
+        /// A text message (else binary).
+        text: bool,
+        /// The compressed payload, without the `00 00 ff ff` tail.
+        payload: &'a [u8],
+    },
 }
 
 /// The result of one [`Decoder::decode`] call.
@@ -171,6 +182,8 @@ pub struct Decoder {
     head_len: u8,
     frame: Option<FrameInProgress>,
     message: Option<MessageKind>,
+    /// The message in progress is compressed (RSV1 on its first frame).
+    compressed: bool,
     fragments: usize,
     payload: Vec<u8>,
     control: Vec<u8>,
@@ -265,7 +278,7 @@ impl Decoder {
             if !header.opcode.is_control() {
                 self.message = None;
             }
-            let event = unmask_and_lend(header.opcode, &mut input[..remaining], mask)?;
+            let event = lend_frame(&header, &mut input[..remaining], mask)?;
             return Ok(Decoded {
                 consumed: consumed + remaining,
                 event: Some(event),
@@ -294,7 +307,8 @@ impl Decoder {
                 event: Some(event),
             });
         }
-        if self.message == Some(MessageKind::Text) && !self.utf8.feed(chunk) {
+        // A compressed message is validated once inflated.
+        if self.message == Some(MessageKind::Text) && !self.compressed && !self.utf8.feed(chunk) {
             return Err(invalid_utf8());
         }
         self.payload.extend_from_slice(chunk);
@@ -312,6 +326,16 @@ impl Decoder {
             });
         }
         let kind = self.message.take().expect("a message is in progress");
+        #[cfg(feature = "deflate")]
+        if self.compressed {
+            return Ok(Decoded {
+                consumed,
+                event: Some(Event::Compressed {
+                    text: kind == MessageKind::Text,
+                    payload: &self.payload,
+                }),
+            });
+        }
         let event = match kind {
             MessageKind::Binary => Event::Binary(&self.payload),
             MessageKind::Text => {
@@ -391,8 +415,8 @@ impl Decoder {
         let payload = &mut input[used..end];
         Ok(Decoded {
             consumed: end,
-            event: Some(unmask_and_lend(
-                header.opcode,
+            event: Some(lend_frame(
+                &header,
                 payload,
                 header.mask.unwrap_or_default(),
             )?),
@@ -407,6 +431,16 @@ impl Decoder {
             return Err(ProtocolError::new(
                 CloseCode::PROTOCOL_ERROR,
                 "reserved bits set without a negotiated extension",
+            ));
+        }
+        // RFC 7692 §6.1: RSV1 marks a compressed message on its first
+        // frame only; on a continuation or control frame it is an error.
+        if header.rsv & RSV1 != 0
+            && (header.opcode.is_control() || header.opcode == OpCode::Continuation)
+        {
+            return Err(ProtocolError::new(
+                CloseCode::PROTOCOL_ERROR,
+                "RSV1 on a continuation or control frame",
             ));
         }
         if header.mask.is_none() {
@@ -475,6 +509,7 @@ impl Decoder {
                 } else {
                     MessageKind::Binary
                 });
+                self.compressed = header.rsv & RSV1 != 0;
                 self.fragments = 1;
                 self.payload.clear();
                 self.utf8.reset();
@@ -511,6 +546,26 @@ fn invalid_utf8() -> ProtocolError {
 
 fn message_too_big() -> ProtocolError {
     ProtocolError::new(CloseCode::TOO_BIG, "message too big")
+}
+
+/// Unmasks a whole frame (a whole message, or a control frame) in place
+/// and turns it into an event that borrows it; a compressed message stays
+/// compressed.
+#[inline(always)]
+fn lend_frame<'a>(
+    header: &FrameHeader,
+    payload: &'a mut [u8],
+    key: [u8; 4],
+) -> Result<Event<'a>, ProtocolError> {
+    #[cfg(feature = "deflate")]
+    if header.rsv & RSV1 != 0 {
+        apply_mask(payload, key, 0);
+        return Ok(Event::Compressed {
+            text: header.opcode == OpCode::Text,
+            payload,
+        });
+    }
+    unmask_and_lend(header.opcode, payload, key)
 }
 
 /// Unmasks a whole frame's payload in place and turns it into an event
@@ -593,6 +648,8 @@ mod tests {
         Ping(Vec<u8>),
         Pong(Vec<u8>),
         Close(u16, String),
+        #[cfg(feature = "deflate")]
+        Compressed(bool, Vec<u8>),
     }
 
     /// Feeds `bytes` in pieces of `piece` bytes; collects events or the error.
@@ -614,6 +671,10 @@ mod tests {
                     Event::Ping(p) => Owned::Ping(p.to_vec()),
                     Event::Pong(p) => Owned::Pong(p.to_vec()),
                     Event::Close(c) => Owned::Close(c.code.as_u16(), c.reason.to_string()),
+                    #[cfg(feature = "deflate")]
+                    Event::Compressed { text, payload } => {
+                        Owned::Compressed(text, payload.to_vec())
+                    }
                 }));
             }
             decoder.release();
@@ -660,10 +721,12 @@ mod tests {
         // refused.
         let mut decoder = Decoder::default();
         decoder.set_extensions(Extensions::NONE.with_reserved_bits(0b100));
-        assert_eq!(
-            run(&mut decoder, &rsv1_text, 64).unwrap(),
-            [Owned::Text("hi".into())]
-        );
+        #[cfg(not(feature = "deflate"))]
+        let expected = Owned::Text("hi".into());
+        // With permessage-deflate built in, RSV1 is its mark.
+        #[cfg(feature = "deflate")]
+        let expected = Owned::Compressed(true, b"hi".to_vec());
+        assert_eq!(run(&mut decoder, &rsv1_text, 64).unwrap(), [expected]);
         let mut rsv2 = frame(true, OpCode::Binary, b"x");
         rsv2[0] |= 0x20;
         assert_eq!(
@@ -835,5 +898,88 @@ mod tests {
         run(&mut decoder, &stream, 100).unwrap();
         assert!(decoder.is_idle());
         assert_eq!(decoder.payload.capacity(), 0);
+    }
+
+    /// With permessage-deflate, RSV1 marks the first frame of a compressed
+    /// message: its frames come out joined and still compressed, in any
+    /// split, with control frames in between; RSV1 anywhere else is 1002.
+    #[cfg(feature = "deflate")]
+    #[test]
+    fn rsv1_marks_a_compressed_message_on_its_first_frame_only() {
+        let rsv1 = |mut f: Vec<u8>| {
+            f[0] |= 0x40;
+            f
+        };
+        // Not UTF-8 while compressed: validated only once inflated.
+        let mut stream = rsv1(frame(false, OpCode::Text, &[0xf2, 0x48]));
+        stream.extend(frame(true, OpCode::Ping, b"p"));
+        stream.extend(frame(
+            true,
+            OpCode::Continuation,
+            &[0xcd, 0xc9, 0xc9, 0x07, 0x00],
+        ));
+        stream.extend(rsv1(frame(true, OpCode::Binary, &[0xff, 0xfe])));
+        stream.extend(frame(true, OpCode::Text, b"plain"));
+        for piece in 1..=stream.len() {
+            let mut decoder = Decoder::default();
+            decoder.set_extensions(Extensions::PERMESSAGE_DEFLATE);
+            assert_eq!(
+                run(&mut decoder, &stream, piece).unwrap(),
+                [
+                    Owned::Ping(b"p".to_vec()),
+                    Owned::Compressed(true, vec![0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]),
+                    Owned::Compressed(false, vec![0xff, 0xfe]),
+                    Owned::Text("plain".into()),
+                ],
+                "piece {piece}"
+            );
+        }
+        let refused = [
+            // RSV1 on a continuation frame.
+            [
+                frame(false, OpCode::Text, b"a"),
+                rsv1(frame(true, OpCode::Continuation, b"b")),
+            ]
+            .concat(),
+            // RSV1 on control frames.
+            rsv1(frame(true, OpCode::Ping, b"p")),
+            rsv1(frame(true, OpCode::Close, &[0x03, 0xe8])),
+            // RSV2 and RSV3 still belong to no one.
+            {
+                let mut f = frame(true, OpCode::Text, b"x");
+                f[0] |= 0x60;
+                f
+            },
+        ];
+        for (i, bytes) in refused.iter().enumerate() {
+            for piece in [1, bytes.len()] {
+                let mut decoder = Decoder::default();
+                decoder.set_extensions(Extensions::PERMESSAGE_DEFLATE);
+                let err = run(&mut decoder, bytes, piece).unwrap_err();
+                assert_eq!(
+                    err.code,
+                    CloseCode::PROTOCOL_ERROR,
+                    "case {i}, piece {piece}"
+                );
+            }
+        }
+    }
+
+    /// The limits apply to a compressed message as received too: a
+    /// fragmented one cannot grow its assembly buffer past the message
+    /// limit (the inflated size is judged while inflating).
+    #[cfg(feature = "deflate")]
+    #[test]
+    fn a_compressed_message_is_bounded_as_received() {
+        let mut decoder = Decoder::new(DecoderLimits {
+            max_message_size: 8,
+            ..DecoderLimits::default()
+        });
+        decoder.set_extensions(Extensions::PERMESSAGE_DEFLATE);
+        let mut stream = frame(false, OpCode::Binary, &[0; 5]);
+        stream[0] |= 0x40;
+        stream.extend(frame(true, OpCode::Continuation, &[0; 5]));
+        let err = run(&mut decoder, &stream, 64).unwrap_err();
+        assert_eq!(err.code, CloseCode::TOO_BIG);
     }
 }

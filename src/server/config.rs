@@ -81,6 +81,13 @@ pub struct Config {
     /// server with [`Handle::reload_tls`](crate::Handle::reload_tls).
     #[cfg(feature = "tls")]
     pub tls: Option<crate::tls::TlsConfig>,
+    /// Offer permessage-deflate (RFC 7692) to clients that ask for it,
+    /// with this configuration (default: none, so every connection opens
+    /// uncompressed). Compression costs CPU on both sides; it pays for
+    /// text that repeats itself (JSON) on slow links. Refuse it for one
+    /// connection with [`Accept::without_deflate`](crate::Accept::without_deflate).
+    #[cfg(feature = "deflate")]
+    pub deflate: Option<crate::DeflateConfig>,
     /// Reverse proxies whose forwarding header is believed: addresses and
     /// CIDR networks (default: none, so the header is ignored). When the
     /// TCP peer is in this list, [`Request::peer_addr`] and
@@ -129,6 +136,8 @@ impl Default for Config {
             read_buffer_size: 64 * 1024,
             #[cfg(feature = "tls")]
             tls: None,
+            #[cfg(feature = "deflate")]
+            deflate: None,
             trusted_proxies: Vec::new(),
             forwarded_header: ForwardedHeader::XForwardedFor,
         }

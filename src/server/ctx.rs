@@ -213,6 +213,14 @@ impl<'a, S> ConnCtx<'a, S> {
         self.ctx.state.conns[self.key].transport.peer_addr()
     }
 
+    /// Whether this connection negotiated permessage-deflate: messages at
+    /// or over [`DeflateConfig::threshold`](crate::DeflateConfig::threshold)
+    /// go to it compressed, and it may send compressed messages.
+    #[cfg(feature = "deflate")]
+    pub fn permessage_deflate(&self) -> bool {
+        self.ctx.state.conns[self.key].session.deflate().is_some()
+    }
+
     /// This connection's application state.
     pub fn state(&self) -> &S {
         &self.ctx.state.conns[self.key]

@@ -35,6 +35,9 @@ enum HeadOutcome<S> {
     Open {
         state: S,
         response: Vec<u8>,
+        /// permessage-deflate, when negotiated (the response says so).
+        #[cfg(feature = "deflate")]
+        deflate: Option<crate::protocol::deflate::DeflateParams>,
         head_len: usize,
         path: String,
         /// The client's address when a trusted proxy forwarded the request
@@ -122,6 +125,8 @@ impl<H: Handler> Dispatch<H> {
             HeadOutcome::Open {
                 state,
                 response,
+                #[cfg(feature = "deflate")]
+                deflate,
                 head_len,
                 path,
                 forwarded,
@@ -130,6 +135,19 @@ impl<H: Handler> Dispatch<H> {
                     Some(client) => self.state.forwarded_peers.insert(key, client),
                     None => self.state.forwarded_peers.remove(&key),
                 };
+                // With the extension the session opens here, and `open`
+                // finds it open; broadcasts made before are not for it.
+                #[cfg(feature = "deflate")]
+                if let Some(params) = deflate {
+                    let state = &mut self.state;
+                    state.seal();
+                    state.conns[key].session.accept_with_deflate(
+                        &response,
+                        params,
+                        state.now,
+                        &mut state.pool,
+                    );
+                }
                 self.open(key, state, response, &path);
                 // Bytes after the head are the client's first frames.
                 let rest: &mut [u8] = if pending.is_empty() {
@@ -186,7 +204,12 @@ impl<H: Handler> Dispatch<H> {
         };
         let decision = catch_unwind(AssertUnwindSafe(|| self.handler.on_upgrade(&request)));
         match decision {
-            Ok(Ok(accept)) => HeadOutcome::Open {
+            #[cfg_attr(not(feature = "deflate"), allow(unused_mut))]
+            Ok(Ok(mut accept)) => HeadOutcome::Open {
+                // Before `response`: the answer joins the 101's headers
+                // (fields are evaluated in the order written).
+                #[cfg(feature = "deflate")]
+                deflate: self.negotiate_deflate(&request, &mut accept),
                 response: switching_protocols(
                     client_key,
                     accept.protocol.as_deref(),
@@ -217,6 +240,30 @@ impl<H: Handler> Dispatch<H> {
                 }
             }
         }
+    }
+
+    /// permessage-deflate for an accepted upgrade: the first acceptable
+    /// offer, when the server offers the extension and the application did
+    /// not refuse it; its answer joins the `101`'s headers.
+    #[cfg(feature = "deflate")]
+    fn negotiate_deflate(
+        &self,
+        request: &Request<'_>,
+        accept: &mut crate::Accept<H::State>,
+    ) -> Option<crate::protocol::deflate::DeflateParams> {
+        let config = self.state.compression.as_ref()?.config;
+        if !accept.deflate {
+            return None;
+        }
+        let offers = request
+            .headers()
+            .filter(|(name, _)| name.eq_ignore_ascii_case("sec-websocket-extensions"))
+            .map(|(_, value)| value);
+        let negotiated = crate::protocol::deflate::negotiate(offers, &config.policy())?;
+        accept
+            .headers
+            .push(("Sec-WebSocket-Extensions".into(), negotiated.response));
+        Some(negotiated.params)
     }
 
     fn serve_http(&mut self, request: &Request<'_>) -> Vec<u8> {
@@ -280,21 +327,10 @@ impl<H: Handler> Dispatch<H> {
                     state.metrics.messages_in += 1;
                     self.call_conn(key, |h, conn| h.on_message(conn, msg));
                 }
-                Some(Inbound::Control(control)) => {
-                    // Broadcasts already made go out before a close reply
-                    // (it must follow them); a pong goes ahead of data anyway. Data messages leave
-                    // the batch open, so a publisher's burst stays one
-                    // shared buffer.
-                    if !matches!(control, Control::Ping(_)) {
-                        state.seal();
-                    }
-                    let session = &mut state.conns[key].session;
-                    let error =
-                        session.apply(control, state.now, &state.session_config, &mut state.pool);
-                    if let Some(error) = error {
-                        log::debug!("{} protocol error: {error}", state.id_of(key));
-                        self.call_conn(key, |h, conn| h.on_error(conn, &error));
-                    }
+                Some(Inbound::Control(control)) => self.control(key, control),
+                #[cfg(feature = "deflate")]
+                Some(Inbound::Compressed { text, payload }) => {
+                    self.compressed_message(key, text, payload);
                 }
                 None => {}
             }
@@ -319,6 +355,47 @@ impl<H: Handler> Dispatch<H> {
             state.schedule(key);
         } else if session.queued() > 0 {
             state.mark_dirty(key);
+        }
+    }
+
+    /// Hands a control frame or protocol error to the session, and a
+    /// protocol error on to the application.
+    fn control(&mut self, key: usize, control: Control<'_>) {
+        let state = &mut self.state;
+        // Broadcasts already made go out before a close reply (it must
+        // follow them); a pong goes ahead of data anyway. Data messages
+        // leave the batch open, so a publisher's burst stays one shared
+        // buffer.
+        if !matches!(control, Control::Ping(_)) {
+            state.seal();
+        }
+        let session = &mut state.conns[key].session;
+        let error = session.apply(control, state.now, &state.session_config, &mut state.pool);
+        if let Some(error) = error {
+            log::debug!("{} protocol error: {error}", state.id_of(key));
+            self.call_conn(key, |h, conn| h.on_error(conn, &error));
+        }
+    }
+
+    /// Inflates a compressed message with the loop's inflater (lent out
+    /// while the application reads the message) and delivers it, or closes
+    /// with the error it is.
+    #[cfg(feature = "deflate")]
+    fn compressed_message(&mut self, key: usize, text: bool, payload: &[u8]) {
+        let Some(compression) = self.state.compression.as_mut() else {
+            return; // unreachable: RSV1 is allowed only with deflate on
+        };
+        let mut inflater = compression.take_inflater();
+        let limit = self.state.session_config.decoder_limits.max_message_size;
+        match crate::session::inflate_message(&mut inflater, text, payload, limit) {
+            Ok(msg) => {
+                self.state.metrics.messages_in += 1;
+                self.call_conn(key, |h, conn| h.on_message(conn, msg));
+            }
+            Err(error) => self.control(key, Control::Error(error)),
+        }
+        if let Some(compression) = self.state.compression.as_mut() {
+            compression.put_inflater(inflater);
         }
     }
 

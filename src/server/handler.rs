@@ -22,6 +22,9 @@ pub struct Accept<S> {
     pub(crate) state: S,
     pub(crate) protocol: Option<String>,
     pub(crate) headers: Vec<(String, String)>,
+    /// permessage-deflate may be negotiated (when the server offers it).
+    #[cfg(feature = "deflate")]
+    pub(crate) deflate: bool,
 }
 
 impl<S> Accept<S> {
@@ -31,7 +34,19 @@ impl<S> Accept<S> {
             state,
             protocol: None,
             headers: Vec::new(),
+            #[cfg(feature = "deflate")]
+            deflate: true,
         }
+    }
+
+    /// Opens this connection without permessage-deflate even if the server
+    /// offers it ([`Config::deflate`](crate::Config::deflate)) and the
+    /// client asked: for a client known to handle it badly, or a route
+    /// whose messages do not compress (already compressed binary).
+    #[cfg(feature = "deflate")]
+    pub fn without_deflate(mut self) -> Accept<S> {
+        self.deflate = false;
+        self
     }
 
     /// Selects a subprotocol; it should be one the client offered.

@@ -14,6 +14,8 @@
 //! waker take the two highest tokens; the application's own sources use the
 //! range from [`Ctx::user_token`].
 
+#[cfg(feature = "deflate")]
+mod compression;
 mod config;
 mod conn;
 mod ctx;
@@ -38,6 +40,8 @@ use std::time::Duration;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+#[cfg(feature = "deflate")]
+pub use self::compression::DeflateConfig;
 pub use self::config::{Backpressure, Config};
 pub use self::conn::{ConnId, SendStatus};
 pub use self::ctx::{ConnCtx, Ctx};

@@ -15,6 +15,8 @@ use mio::Registry;
 use mio::net::TcpStream;
 use slab::Slab;
 
+#[cfg(feature = "deflate")]
+use super::compression::{Compression, Variants};
 use super::config::{Backpressure, Config};
 use super::conn::{ConnId, Connection, SendStatus};
 use super::metrics::Metrics;
@@ -60,6 +62,9 @@ pub(crate) struct LoopState<S> {
     /// forwarded ([`Config::trusted_proxies`]), by slab key. Kept beside the
     /// slab rather than in it, so connections without a proxy stay small.
     pub(crate) forwarded_peers: HashMap<usize, SocketAddr>,
+    /// permessage-deflate's loop-wide state, when [`Config::deflate`] is set.
+    #[cfg(feature = "deflate")]
+    pub(crate) compression: Option<Box<Compression>>,
 }
 
 /// Who a broadcast batch goes to.
@@ -103,6 +108,8 @@ impl<S> LoopState<S> {
             scratch: Vec::new(),
             pending: None,
             forwarded_peers: HashMap::new(),
+            #[cfg(feature = "deflate")]
+            compression: config.deflate.map(|c| Box::new(Compression::new(c))),
             config,
         }
     }
@@ -224,6 +231,13 @@ impl<S> LoopState<S> {
         exempt: bool,
     ) -> SendStatus {
         self.seal();
+        #[cfg(feature = "deflate")]
+        if let Some(params) = self.conns[key].session.deflate()
+            && let Some(compression) = self.compression.as_mut()
+        {
+            let len = compression.frame_for(msg, params).len();
+            return self.send_frame(key, len, exempt);
+        }
         let len = encoded_len(msg.len());
         // One slab lookup for the common case; `admit` only when the
         // outbound cap may apply.
@@ -241,8 +255,37 @@ impl<S> LoopState<S> {
         SendStatus::Queued
     }
 
+    /// Queues the frame [`Compression::frame_for`] just built (`len`
+    /// bytes) for `key`, as [`LoopState::send_message`] queues a message.
+    #[cfg(feature = "deflate")]
+    fn send_frame(&mut self, key: usize, len: usize, exempt: bool) -> SendStatus {
+        if !self.within_cap(self.conns[key].queued(), len, exempt)
+            && let Err(status) = self.admit(key, len, exempt)
+        {
+            return status;
+        }
+        let LoopState {
+            conns,
+            pool,
+            compression,
+            dirty,
+            metrics,
+            ..
+        } = self;
+        let frame = compression.as_ref().expect("deflate is on").last_frame();
+        let conn = &mut conns[key];
+        if !conn.session.send_encoded(pool, frame) {
+            return SendStatus::Closed;
+        }
+        queue_flush(conn, key, dirty);
+        metrics.messages_out += 1;
+        SendStatus::Queued
+    }
+
     /// Queues one shared buffer of `messages` frames for every open
     /// connection in `scratch` but `except`; returns how many took it.
+    /// Recipients that negotiated permessage-deflate share its compressed
+    /// variant, built once per window size on first use.
     /// `exempt` is the connection on whose behalf this runs (never dropped
     /// by the cap).
     fn fan_out(
@@ -254,10 +297,19 @@ impl<S> LoopState<S> {
     ) -> usize {
         let mut keys = std::mem::take(&mut self.scratch);
         let mut delivered = 0;
+        #[cfg(feature = "deflate")]
+        let mut variants = Variants::default();
         for &key in &keys {
             if Some(key) == except || !self.conns.get(key).is_some_and(Connection::is_open) {
                 continue;
             }
+            #[cfg(feature = "deflate")]
+            let frames = match (self.conns[key].session.deflate(), self.compression.as_mut()) {
+                (Some(params), Some(compression)) => {
+                    variants.for_params(compression, &frames, params)
+                }
+                _ => frames.clone(),
+            };
             if self.admit(key, frames.len(), Some(key) == exempt).is_err() {
                 // `admit` counted one drop; the batch held `messages`.
                 self.metrics.dropped_backpressure += messages as u64 - 1;

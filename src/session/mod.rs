@@ -59,6 +59,8 @@ pub use self::time::Tick;
 use self::outbox::{BufferPool, Outbox};
 use crate::protocol::ProtocolError;
 use crate::protocol::close::{CloseCode, CloseFrame, close_payload};
+#[cfg(feature = "deflate")]
+use crate::protocol::deflate::{DeflateParams, InflateError, Inflater};
 use crate::protocol::extension::Extensions;
 use crate::protocol::frame::{OpCode, encode_frame, encoded_len};
 use crate::protocol::message::{Decoder, DecoderLimits, Event, Message, encode_message};
@@ -141,6 +143,10 @@ enum State {
         /// When the unanswered ping went out, if one did; cleared by any
         /// bytes from the peer.
         ping_sent: Option<Tick>,
+        /// permessage-deflate, if negotiated. Two bytes in the enum's
+        /// padding: the session does not grow.
+        #[cfg(feature = "deflate")]
+        deflate: Option<DeflateParams>,
     },
     /// Boxed: transient, and out of line it keeps every session small.
     Closing(Box<Closing>),
@@ -157,6 +163,10 @@ struct Closing {
     reason: String,
     /// Our write side is shut down: everything we will ever send is out.
     write_shut: bool,
+    /// permessage-deflate, if it was negotiated: the peer's messages
+    /// before its close frame may still be compressed.
+    #[cfg(feature = "deflate")]
+    deflate: Option<DeflateParams>,
 }
 
 /// Where our close frame goes in the queue.
@@ -188,6 +198,16 @@ enum Awaiting {
 pub enum Inbound<'a> {
     /// A complete data message, for the application.
     Message(Message<'a>),
+    /// A complete compressed message: inflate it with [`inflate_message`],
+    /// then hand the message to the application (or the error to
+    /// [`Session::apply`]).
+    #[cfg(feature = "deflate")]
+    Compressed {
+        /// A text message (else binary).
+        text: bool,
+        /// The payload as received, still compressed.
+        payload: &'a [u8],
+    },
     /// Something the session must act on: hand it to [`Session::apply`].
     Control(Control<'a>),
 }
@@ -252,6 +272,39 @@ pub enum Flushed {
     Finished,
 }
 
+/// Inflates a compressed message from [`Inbound::Compressed`] with the
+/// loop-wide `inflater`: the message, or the protocol error to close with
+/// (1009 when it inflates past `max_message_size`, found while inflating;
+/// 1007 for corrupt data or, in a text message, invalid UTF-8).
+#[cfg(feature = "deflate")]
+pub fn inflate_message<'a>(
+    inflater: &'a mut Inflater,
+    text: bool,
+    payload: &[u8],
+    max_message_size: usize,
+) -> Result<Message<'a>, ProtocolError> {
+    let inflated = inflater
+        .inflate(payload, max_message_size)
+        .map_err(|error| match error {
+            InflateError::TooBig => ProtocolError::new(CloseCode::TOO_BIG, "message too big"),
+            InflateError::Corrupt => ProtocolError::new(
+                CloseCode::INVALID_PAYLOAD,
+                "compressed message does not inflate",
+            ),
+        })?;
+    if !text {
+        return Ok(Message::Binary(inflated));
+    }
+    std::str::from_utf8(inflated)
+        .map(Message::Text)
+        .map_err(|_| {
+            ProtocolError::new(
+                CloseCode::INVALID_PAYLOAD,
+                "text message is not valid UTF-8",
+            )
+        })
+}
+
 impl Session {
     /// A session for a connection accepted at `now`, waiting for its
     /// request head.
@@ -291,7 +344,22 @@ impl Session {
 
     /// The extensions negotiated for this connection.
     pub fn extensions(&self) -> Extensions {
+        #[cfg(feature = "deflate")]
+        if self.deflate().is_some() {
+            return Extensions::PERMESSAGE_DEFLATE;
+        }
         Extensions::NONE
+    }
+
+    /// permessage-deflate as negotiated for this connection, if it was.
+    #[cfg(feature = "deflate")]
+    #[inline]
+    pub fn deflate(&self) -> Option<DeflateParams> {
+        match &self.state {
+            State::Open { deflate, .. } => *deflate,
+            State::Closing(closing) => closing.deflate,
+            _ => None,
+        }
     }
 
     // ---- The handshake --------------------------------------------------
@@ -316,6 +384,23 @@ impl Session {
         }
     }
 
+    /// The upgrade was accepted with permessage-deflate negotiated as
+    /// `params` (its `101` carries the answer): like [`Session::accept`],
+    /// and from then on RSV1 marks compressed messages both ways.
+    #[cfg(feature = "deflate")]
+    pub fn accept_with_deflate(
+        &mut self,
+        response: &[u8],
+        params: DeflateParams,
+        now: Tick,
+        pool: &mut BufferPool,
+    ) {
+        self.accept(response, now, pool);
+        if let State::Open { deflate, .. } = &mut self.state {
+            *deflate = Some(params);
+        }
+    }
+
     /// The upgrade was accepted: queues the `101` `response` and opens.
     pub fn accept(&mut self, response: &[u8], now: Tick, pool: &mut BufferPool) {
         if !matches!(self.state, State::Handshaking { .. }) {
@@ -327,6 +412,8 @@ impl Session {
         self.state = State::Open {
             partial: None,
             ping_sent: None,
+            #[cfg(feature = "deflate")]
+            deflate: None,
         };
         self.last_seen = now;
         self.last_message = now;
@@ -459,6 +546,11 @@ impl Session {
                 self.last_message = now;
                 Some(Inbound::Message(Message::Binary(bytes)))
             }
+            #[cfg(feature = "deflate")]
+            Some(Event::Compressed { text, payload }) if open => {
+                self.last_message = now;
+                Some(Inbound::Compressed { text, payload })
+            }
             Some(Event::Ping(payload)) if open => Some(Inbound::Control(Control::Ping(payload))),
             Some(Event::Close(frame)) => Some(Inbound::Control(Control::Close(frame))),
             // Pongs only prove liveness, already noted when the bytes were
@@ -517,6 +609,18 @@ impl Session {
         }
         self.outbox
             .push_frame_with(pool, encoded_len(msg.len()), |buf| encode_message(buf, msg));
+        true
+    }
+
+    /// Queues one frame already encoded for this connection (a compressed
+    /// message), after the data already queued. Returns `false` unless
+    /// open.
+    pub fn send_encoded(&mut self, pool: &mut BufferPool, frame: &[u8]) -> bool {
+        if !self.is_open() {
+            return false;
+        }
+        self.outbox
+            .push_frame_with(pool, frame.len(), |buf| buf.extend_from_slice(frame));
         true
     }
 
@@ -649,12 +753,16 @@ impl Session {
         now: Tick,
         config: &SessionConfig,
     ) {
+        #[cfg(feature = "deflate")]
+        let deflate = self.deflate();
         self.state = State::Closing(Box::new(Closing {
             awaiting,
             deadline: now + config.close_timeout,
             code,
             reason: reason.to_owned(),
             write_shut: false,
+            #[cfg(feature = "deflate")]
+            deflate,
         }));
     }
 

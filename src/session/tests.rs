@@ -194,6 +194,24 @@ impl Peer {
                         events.push(Ev::Error(e.code, e.reason));
                     }
                 }
+                #[cfg(feature = "deflate")]
+                Some(Inbound::Compressed { text, payload }) => {
+                    let limit = self.config.decoder_limits.max_message_size;
+                    let mut inflater = crate::protocol::deflate::Inflater::new();
+                    match super::inflate_message(&mut inflater, text, payload, limit) {
+                        Ok(Message::Text(t)) => events.push(Ev::Text(t.to_owned())),
+                        Ok(Message::Binary(b)) => events.push(Ev::Binary(b.to_vec())),
+                        Err(error) => {
+                            let (now, config) = (self.now, &self.config);
+                            let control = Control::Error(error);
+                            if let Some(e) =
+                                self.session.apply(control, now, config, &mut self.pool)
+                            {
+                                events.push(Ev::Error(e.code, e.reason));
+                            }
+                        }
+                    }
+                }
                 None => {}
             }
             if !self.session.wants_frames() {
