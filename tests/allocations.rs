@@ -72,13 +72,6 @@ fn masked_text(payload: &[u8]) -> Vec<u8> {
     frame
 }
 
-fn echo_once(stream: &mut TcpStream, frame: &[u8], payload_len: usize) {
-    stream.write_all(frame).unwrap();
-    let mut reply = vec![0u8; 2 + payload_len];
-    stream.read_exact(&mut reply).unwrap();
-    assert_eq!(reply[0], 0x81);
-}
-
 /// Reads one unfragmented server frame; returns its first byte.
 fn read_frame(stream: &mut TcpStream) -> u8 {
     let mut head = [0u8; 2];
