@@ -114,7 +114,10 @@ def main() -> int:
     port = free_port()
     server_cmd = [args.server, "--listen", f"127.0.0.1:{port}", "--mode", "echo"]
     if args.deflate:
-        server_cmd.append("--deflate")
+        # Every message compressed: kosoku fails a case on any uncompressed
+        # echo over a compressed connection ("Strings must be encoded
+        # before hashing"), though RFC 7692 lets each message choose.
+        server_cmd += ["--deflate", "--deflate-threshold", "0"]
     if args.tls:
         if shutil.which("socat") is None:
             sys.exit("autobahn: --tls needs socat (Debian: apt-get install socat)")

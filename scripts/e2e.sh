@@ -42,7 +42,7 @@ if [ ! -d tests/e2e/node_modules/playwright-core ]; then
   (cd tests/e2e && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --no-audit --no-fund --loglevel=error)
 fi
 
-cargo build --release --features tls --bin wsloop
+cargo build --release --features "tls deflate" --bin wsloop
 target_dir="${CARGO_TARGET_DIR:-target}"
 built="$(cd "$target_dir/release" && pwd)/wsloop"
 [ -x "$built" ] || { echo "e2e: no binary at $built" >&2; exit 1; }
@@ -56,10 +56,13 @@ export WSLOOP_BIN="$bin_dir/wsloop"
 mkdir -p artifacts
 cd tests/e2e
 status=0
+# Plain with permessage-deflate offered (Chromium takes it), then TLS
+# without it (the default: no compression).
 for tls in 0 1; do
-  if [ "$tls" = 1 ]; then mode="https:// + wss://"; else mode="http:// + ws://"; fi
+  deflate=$((1 - tls))
+  if [ "$tls" = 1 ]; then mode="https:// + wss://"; else mode="http:// + ws:// + permessage-deflate"; fi
   echo "e2e: demo page over $mode ($WSLOOP_BIN)"
-  if ! WSLOOP_E2E_TLS="$tls" node --test --test-concurrency=1 demo.test.js; then
+  if ! WSLOOP_E2E_TLS="$tls" WSLOOP_E2E_DEFLATE="$deflate" node --test --test-concurrency=1 demo.test.js; then
     echo "e2e: FAILED over $mode" >&2
     status=1
   fi

@@ -78,7 +78,9 @@ FLAGS:
     --tls-key FILE              the certificate's PEM private key (PKCS#8, PKCS#1, SEC1)
     --deflate                   offer permessage-deflate (RFC 7692) to clients that ask;
                                 needs a build with the `deflate` feature [default: off]
-    --deflate-threshold BYTES   messages shorter than this go out uncompressed [default: 128]
+    --deflate-threshold BYTES   messages shorter than this go out uncompressed, longer ones
+                                compressed if that makes them smaller; 0: every message
+                                compressed [default: 128]
     --deflate-level N           zlib level, 0 (none) to 9 (smallest) [default: 1]
     --trusted-proxy LIST        reverse proxies whose forwarding header is believed:
                                 comma-separated addresses and CIDR networks, e.g.

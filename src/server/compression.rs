@@ -26,7 +26,11 @@ use crate::protocol::message::Message;
 pub struct DeflateConfig {
     /// Messages shorter than this many bytes go out uncompressed (RFC 7692
     /// lets every message choose): on small messages compression from a
-    /// fresh context saves little and costs CPU on both sides. Default 128.
+    /// fresh context saves little and costs CPU on both sides. Longer ones
+    /// go out compressed when that makes them smaller. 0 sends every
+    /// message compressed, smaller or not, for clients (and test suites)
+    /// that mishandle uncompressed messages on a compressed connection.
+    /// Default 128.
     pub threshold: usize,
     /// zlib compression level, 0 to 9 (default 1: fastest; JSON shrinks
     /// almost as much as at 6).
@@ -112,12 +116,12 @@ impl Compression {
 
     /// Appends one data message's frame to `out`: compressed (RSV1) when
     /// the payload is at least the threshold and compression makes it
-    /// smaller, else plain.
+    /// smaller (or the threshold is 0), else plain.
     fn encode_payload(&mut self, out: &mut Vec<u8>, opcode: OpCode, payload: &[u8], bits: u8) {
         if payload.len() >= self.config.threshold {
             self.scratch.clear();
             self.deflater.compress(payload, bits, &mut self.scratch);
-            if self.scratch.len() < payload.len() {
+            if self.scratch.len() < payload.len() || self.config.threshold == 0 {
                 encode_frame_rsv1(out, opcode, &self.scratch);
                 return;
             }

@@ -14,7 +14,8 @@
 //
 // Environment: WSLOOP_BIN (default ../../target/release/wsloop),
 // CHROMIUM (default /usr/bin/chromium), E2E_ARTIFACTS (default ../../artifacts),
-// WSLOOP_E2E_TLS (1 for TLS), OPENSSL (default openssl).
+// WSLOOP_E2E_TLS (1 for TLS), WSLOOP_E2E_DEFLATE (1: the server runs with
+// --deflate, a build with `--features deflate`), OPENSSL (default openssl).
 'use strict';
 
 const { test, before, after } = require('node:test');
@@ -34,8 +35,10 @@ const BIN = process.env.WSLOOP_BIN || path.join(ROOT, 'target', 'release', 'wslo
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const ARTIFACTS = process.env.E2E_ARTIFACTS || path.join(ROOT, 'artifacts');
 const TLS = /^(1|true|yes)$/i.test(process.env.WSLOOP_E2E_TLS || '');
+// The server offers permessage-deflate (--deflate), which Chromium takes.
+const DEFLATE = /^(1|true|yes)$/i.test(process.env.WSLOOP_E2E_DEFLATE || '');
 const OPENSSL = process.env.OPENSSL || 'openssl';
-const MODE = TLS ? 'https+wss' : 'http+ws';
+const MODE = (TLS ? 'https+wss' : 'http+ws') + (DEFLATE ? '+deflate' : '');
 const HTTP_SCHEME = TLS ? 'https:' : 'http:';
 const WS_SCHEME = TLS ? 'wss:' : 'ws:';
 const SCREENSHOT = path.join(ARTIFACTS, TLS ? 'e2e-demo-tls.png' : 'e2e-demo.png');
@@ -186,6 +189,7 @@ function get(url, timeout = 5000) {
 function startServerOnce() {
   const args = ['--listen', `127.0.0.1:${port}`];
   if (tls) args.push('--tls-cert', tls.chain, '--tls-key', tls.key);
+  if (DEFLATE) args.push('--deflate');
   const child = spawn(serverBin, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' },
@@ -447,6 +451,22 @@ scenario('a line the server refuses shows its error to the sender only', async (
   assert.equal(await alice.$$eval('#chat-log li[data-kind="error"]', (lis) => lis.length), 0);
   assert.equal(await alice.$$eval('#chat-log li[data-kind="chat"]', (lis) => lis.length), 2);
   assert.equal(await state(bob, '#chat-status'), 'open');
+});
+
+scenario(`the sockets negotiate permessage-deflate ${DEFLATE ? 'with' : 'without'} --deflate`, async () => {
+  const page = pages.alice;
+  assert.ok(page, 'needs the pages from the chat test');
+  await page.waitForSelector('#ticker-status[data-state="open"]');
+  const ext = await page.evaluate(() => window.wsloopDemo.extensions());
+  for (const which of ['chat', 'ticker']) {
+    if (DEFLATE) {
+      // Chromium offers it on every socket; the server answers.
+      assert.match(ext[which], /^permessage-deflate\b/, `${which}: ${ext[which]}`);
+      assert.match(ext[which], /client_no_context_takeover/, `${which}: ${ext[which]}`);
+    } else {
+      assert.equal(ext[which], '', `${which} without --deflate`);
+    }
+  }
 });
 
 scenario('the ticker advances about five times a second', async () => {
