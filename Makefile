@@ -5,16 +5,17 @@ CARGO ?= cargo
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
 
-.PHONY: run test lint unit autobahn autobahn-tls tls-e2e e2e bench bench-smoke bench-peers bench-tls bench-deflate bench-codec fuzz fuzz-smoke clean
+.PHONY: run test lint unit autobahn autobahn-tls autobahn-deflate tls-e2e deflate-e2e e2e bench bench-smoke bench-peers bench-tls bench-deflate bench-codec fuzz fuzz-smoke clean
 
 run:
 	$(CARGO) run --release
 
 # Every optional feature is built and tested on as well as off: `tls`
-# (rustls on ring) and `tls-aws-lc` (the same on AWS-LC), one set at a time.
-FEATURE_SETS ?= tls tls-aws-lc
+# (rustls on ring), `tls-aws-lc` (the same on AWS-LC) and `deflate`
+# (permessage-deflate), one set at a time.
+FEATURE_SETS ?= tls tls-aws-lc deflate
 
-test: lint unit autobahn autobahn-tls tls-e2e bench-smoke fuzz-smoke e2e
+test: lint unit autobahn autobahn-tls autobahn-deflate tls-e2e deflate-e2e bench-smoke fuzz-smoke e2e
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -44,10 +45,19 @@ autobahn-tls: $(VENV)/.installed
 	$(CARGO) build --release --features tls --bin wsloop
 	$(PY) scripts/autobahn.py --tls --server target/release/wsloop --outdir reports/autobahn-tls --cases '1.*' '2.*' '3.*' '4.*' '5.*' '6.*' '7.*' '9.*' '10.*'
 
+# permessage-deflate on: its cases (12.* and 13.*, 216) and 1.*-10.* again.
+autobahn-deflate: $(VENV)/.installed
+	$(CARGO) build --release --features deflate --bin wsloop
+	$(PY) scripts/autobahn.py --deflate --server target/release/wsloop --outdir reports/autobahn-deflate --cases '1.*' '2.*' '3.*' '4.*' '5.*' '6.*' '7.*' '9.*' '10.*' '12.*' '13.*'
+
 # wss:// and https:// against real clients: Python websockets, openssl
 # s_client (TLS 1.2 and 1.3), certificate reload, graceful shutdown.
 tls-e2e: $(VENV)/.installed
 	bash scripts/tls_e2e.sh
+
+# permessage-deflate against Python websockets and Node ws clients.
+deflate-e2e: $(VENV)/.installed
+	bash scripts/deflate_e2e.sh
 
 e2e:
 	bash scripts/e2e.sh

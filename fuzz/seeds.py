@@ -8,8 +8,10 @@ target is described at the top of fuzz/fuzz_targets/<target>.rs.
 """
 
 import pathlib
+import random
 import shutil
 import struct
+import zlib
 
 ROOT = pathlib.Path(__file__).resolve().parent / "corpus"
 KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
@@ -332,11 +334,76 @@ def connection_seeds():
     }
 
 
+def deflate(data, level=6, wbits=15):
+    """A permessage-deflate payload as a zlib-based sender makes it: raw
+    deflate, sync flush, the 00 00 ff ff tail removed (RFC 7692 §7.2.1)."""
+    c = zlib.compressobj(level, zlib.DEFLATED, -wbits)
+    out = c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH)
+    assert out.endswith(b"\x00\x00\xff\xff")
+    return out[:-4]
+
+
+def inflate_seeds():
+    # Byte 0: bits 0-1 the limit (0, 125, 4096, 64 KiB), bit 2 the mode
+    # (0 inflate the rest, 1 compress it and inflate it back), bits 3-5 the
+    # window bits (9 + v % 7), bits 6-7 the level (0, 1, 6, 9).
+    def sel(limit=2, compress=False, bits=15, level=2):
+        return bytes([limit | (4 if compress else 0) | ((bits - 9) << 3) | (level << 6)])
+
+    hello = bytes([0xF2, 0x48, 0xCD, 0xC9, 0xC9, 0x07, 0x00])
+    json = b'{"type":"ticker","product_id":"BTC-USD","price":"64123.51","side":"buy","seq":91344}'
+    rng = random.Random(7692)
+    noise = bytes(rng.randrange(256) for _ in range(600))
+    seeds = {
+        # RFC 7692 §7.2.3.1-5.
+        "rfc-hello": sel(1) + hello,
+        "rfc-hello-too-big": sel(0) + hello,
+        "rfc-shared-window-second": sel(1) + bytes([0xF2, 0x00, 0x11, 0x00, 0x00]),
+        "rfc-stored": sel(1) + bytes([0x00, 0x05, 0x00, 0xFA, 0xFF]) + b"Hello\x00",
+        "rfc-two-blocks": sel(1) + bytes([0xF2, 0x48, 0x05, 0x00, 0x00, 0x00, 0xFF, 0xFF,
+                                          0xCA, 0xC9, 0xC9, 0x07, 0x00]),
+        "rfc-bfinal": sel(1) + bytes([0xF3, 0x48, 0xCD, 0xC9, 0xC9, 0x07, 0x00, 0x00]),
+        "rfc-bfinal-no-pad": sel(1) + bytes([0xF3, 0x48, 0xCD, 0xC9, 0xC9, 0x07, 0x00]),
+        "bfinal-then-data": sel(1) + bytes([0xF3, 0x48, 0xCD, 0xC9, 0xC9, 0x07, 0x00]) + hello,
+        "empty-payload": sel(0),
+        "empty-block": sel(0) + b"\x00",
+        "untrimmed-tail": sel(0) + b"\x00\x00\x00\xff\xff\x00",
+        "cut-in-block": sel(1) + hello[:5],
+        "cut-in-stored": sel(1) + bytes([0x00, 0x05, 0x00, 0xFA, 0xFF]) + b"He",
+        "reserved-btype": sel(1) + b"\x06",
+        "garbage": sel(3) + noise[:64],
+        "json-level-1": sel(2, level=1) + deflate(json * 8, 1),
+        "json-level-9-window-9": sel(2, bits=9, level=3) + deflate(json * 40, 9, 9),
+        "json-dynamic-64k": sel(3) + deflate(json * 500, 6),
+        "stored-level-0": sel(2, level=0) + deflate(noise, 0),
+        "incompressible": sel(2) + deflate(noise, 6),
+        "json-level-6": sel(2) + deflate(json * 3, 6),
+        # Inflation bombs: 1 MiB of zeros against 64 KiB, 4 KiB and 125 B.
+        "bomb-64k": sel(3) + deflate(bytes(1 << 20), 9),
+        "bomb-4k": sel(2) + deflate(bytes(1 << 20), 9),
+        "bomb-125": sel(1) + deflate(bytes(100_000), 9),
+        # Regression: a final block that never ends, which the tail and the
+        # end probe continued (found by this target: the shared inflater
+        # took it, the context-keeping one gave one byte less).
+        "regression-final-block-ended-by-probe": sel(2) + bytes([0xD3, 0x6E, 0xFF, 0xFA, 0x60]),
+        # Round trips.
+        "round-trip-empty": sel(1, compress=True),
+        "round-trip-hello": sel(1, compress=True) + b"Hello",
+        "round-trip-json-9-bits": sel(2, compress=True, bits=9, level=2) + json * 20,
+        "round-trip-json-12-bits-level-1": sel(3, compress=True, bits=12, level=1) + json * 90,
+        "round-trip-noise-level-0": sel(2, compress=True, level=0) + noise,
+        "round-trip-over-limit": sel(1, compress=True, level=3) + json * 3,
+        "round-trip-zeros": sel(3, compress=True, bits=10, level=3) + bytes(8000),
+    }
+    return seeds
+
+
 def main():
     targets = {
         "handshake": handshake_seeds(),
         "decoder": decoder_seeds(),
         "connection": connection_seeds(),
+        "inflate": inflate_seeds(),
     }
     for target, seeds in targets.items():
         directory = ROOT / target

@@ -21,7 +21,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/../fuzz"
 CARGO=${CARGO:-cargo}
-TARGETS=(handshake decoder connection)
+TARGETS=(handshake decoder connection inflate)
 SANITIZER=${FUZZ_SANITIZER:-address}
 CARGO_FUZZ_VERSION=0.13.2
 export RUSTC_BOOTSTRAP=1
@@ -49,6 +49,7 @@ flags_for() {
         handshake) echo "${common[@]} -dict=dict/websocket.dict -max_len=10000 -timeout=10" ;;
         decoder) echo "${common[@]} -max_len=8192 -timeout=10" ;;
         connection) echo "${common[@]} -dict=dict/websocket.dict -max_len=8192 -timeout=10" ;;
+        inflate) echo "${common[@]} -max_len=16384 -timeout=10" ;;
         *) echo "fuzz.sh: unknown target $1 (targets: ${TARGETS[*]})" >&2; exit 2 ;;
     esac
 }

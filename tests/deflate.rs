@@ -369,3 +369,23 @@ fn counters_count_messages_not_compressed_bytes() {
     let m = metrics(&server);
     assert_eq!((m.messages_in, m.messages_out), (1, 1));
 }
+
+#[test]
+fn a_malformed_extensions_header_fails_the_handshake_with_400() {
+    let server = deflate_server(|_| {});
+    // A quoted value with a space is no token: RFC 6455 §9.1 says fail.
+    for header in [
+        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=\"1 0\"",
+        "Sec-WebSocket-Extensions: permessage-deflate;;",
+    ] {
+        let mut stream = connect(server.addr);
+        stream
+            .write_all(upgrade_request("/echo", &[header]).as_bytes())
+            .unwrap();
+        assert_eq!(read_http_response(&mut stream).status, 400, "{header}");
+    }
+    // The loop carries on.
+    let mut ws = deflate_client(server.addr, "/echo");
+    ws.send_text("after");
+    assert_eq!(read_message(&mut ws), (b"after".to_vec(), false));
+}

@@ -202,6 +202,17 @@ impl<H: Handler> Dispatch<H> {
                 };
             }
         };
+        #[cfg(feature = "deflate")]
+        let offer = match self.deflate_offer(&request) {
+            Ok(offer) => offer,
+            Err(refusal) => {
+                log::debug!("upgrade from {peer:?} refused: {refusal}");
+                return HeadOutcome::Respond {
+                    response: Response::new(400, "malformed Sec-WebSocket-Extensions\n").to_bytes(),
+                    refused: true,
+                };
+            }
+        };
         let decision = catch_unwind(AssertUnwindSafe(|| self.handler.on_upgrade(&request)));
         match decision {
             #[cfg_attr(not(feature = "deflate"), allow(unused_mut))]
@@ -209,7 +220,13 @@ impl<H: Handler> Dispatch<H> {
                 // Before `response`: the answer joins the 101's headers
                 // (fields are evaluated in the order written).
                 #[cfg(feature = "deflate")]
-                deflate: self.negotiate_deflate(&request, &mut accept),
+                deflate: offer.filter(|_| accept.deflate).map(|negotiated| {
+                    let params = negotiated.params;
+                    accept
+                        .headers
+                        .push(("Sec-WebSocket-Extensions".into(), negotiated.response));
+                    params
+                }),
                 response: switching_protocols(
                     client_key,
                     accept.protocol.as_deref(),
@@ -242,28 +259,28 @@ impl<H: Handler> Dispatch<H> {
         }
     }
 
-    /// permessage-deflate for an accepted upgrade: the first acceptable
-    /// offer, when the server offers the extension and the application did
-    /// not refuse it; its answer joins the `101`'s headers.
+    /// The first acceptable permessage-deflate offer of an upgrade
+    /// request, when the server offers the extension (the application may
+    /// still refuse it, [`Accept::without_deflate`](crate::Accept::without_deflate)).
+    /// A `Sec-WebSocket-Extensions` header that breaks RFC 6455 §9.1's
+    /// grammar fails the handshake, as that section requires; offers that
+    /// parse but cannot be accepted are only skipped (RFC 7692 §5).
     #[cfg(feature = "deflate")]
-    fn negotiate_deflate(
+    fn deflate_offer(
         &self,
         request: &Request<'_>,
-        accept: &mut crate::Accept<H::State>,
-    ) -> Option<crate::protocol::deflate::DeflateParams> {
-        let config = self.state.compression.as_ref()?.config;
-        if !accept.deflate {
-            return None;
-        }
+    ) -> Result<
+        Option<crate::protocol::deflate::Negotiated>,
+        crate::protocol::deflate::negotiate::MalformedExtensions,
+    > {
+        let Some(compression) = self.state.compression.as_ref() else {
+            return Ok(None);
+        };
         let offers = request
             .headers()
             .filter(|(name, _)| name.eq_ignore_ascii_case("sec-websocket-extensions"))
             .map(|(_, value)| value);
-        let negotiated = crate::protocol::deflate::negotiate(offers, &config.policy())?;
-        accept
-            .headers
-            .push(("Sec-WebSocket-Extensions".into(), negotiated.response));
-        Some(negotiated.params)
+        crate::protocol::deflate::negotiate::negotiate_strict(offers, &compression.config.policy())
     }
 
     fn serve_http(&mut self, request: &Request<'_>) -> Vec<u8> {

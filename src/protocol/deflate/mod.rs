@@ -1,5 +1,5 @@
 //! permessage-deflate (RFC 7692), cargo feature `deflate`: the
-//! negotiation ([`negotiate`]) and the codec ([`codec`]).
+//! negotiation ([`negotiate()`]) and the codec ([`codec`]).
 //!
 //! Memory does not scale with connections: the server compresses with
 //! loop-wide compressors reset for every message (valid whatever the
