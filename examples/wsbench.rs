@@ -86,6 +86,27 @@
 //! kept across messages. Control frames are never compressed. The buffers
 //! of both directions are reused. `--tls --deflate` is allowed.
 //!
+//! The client's cost per compressed message: zlib-rs clears a 128 KiB hash
+//! table on every reset, about 3 µs, which alone would make the client
+//! the bottleneck on small messages (and a server measured below its
+//! capacity batches less, which inflates its CPU per message). So, from a
+//! fresh context, a `--size` message is compressed once per thread and
+//! window size, as a valid stream from a fresh context with its stamps
+//! (8 bytes in echo, 16 in broadcast) in a stored block (see
+//! `deflate::Codec::prepare`: the bytes before the stamps compressed, the
+//! stamps stored, the bytes after them compressed with a preset
+//! dictionary that cannot match the stamps), and each message copies
+//! that frame and patches its stamps in, as plain messages do. It inflates
+//! like any other message and costs the server the same (measured: the
+//! same server CPU per 16 KiB message either way), but is 10 to 20 bytes
+//! longer than the message compressed whole (the stamps not compressed,
+//! a stored block's header, a second compressed block); the summary and
+//! `deflate_prepared_extra_bytes` give the difference, to subtract from
+//! `wire_bytes_out_per_msg` for what a browser would send.
+//! `--deflate-full` compresses every message from scratch instead, as
+//! browsers do; so are messages of other sizes and every message with the
+//! client's context kept.
+//!
 //! Payloads (`--payload KIND`): `filler` (the default: `--size` bytes of
 //! `abc…z` repeated), or a realistic JSON text with a size of its own:
 //! `chat` (79 B: `{"type":"chat","id":"…","payload":{"from":"alice",
@@ -219,6 +240,9 @@ FLAGS:
                             inflate compressed ones received; needs wsbench built with
                             `--features deflate`
     --deflate-level N       the client's zlib level, 0..=9 [default: 6, as browsers]
+    --deflate-full          compress every message from scratch, as browsers do
+                            (about 3 us each), rather than copying a message
+                            compressed once and patching its stamps in
     --label TEXT            copied into the JSON result
     --progress              print progress every second even on short runs
     --quiet                 no progress lines
@@ -419,6 +443,8 @@ struct Config {
     deflate: bool,
     /// The client's zlib level (0..=9).
     deflate_level: u32,
+    /// Compress every message from scratch (no prepared frames).
+    deflate_full: bool,
     /// Free text copied into the JSON result.
     label: String,
     /// Print progress lines: `Some(true)` always, `Some(false)` never,
@@ -457,6 +483,7 @@ impl Config {
             tls_client: None,
             deflate: false,
             deflate_level: 6,
+            deflate_full: false,
             label: String::new(),
             progress: None,
         };
@@ -542,6 +569,7 @@ impl Config {
                 "--server-name" => c.server_name = value()?,
                 "--insecure" => c.insecure = true,
                 "--deflate" => c.deflate = true,
+                "--deflate-full" => c.deflate_full = true,
                 "--deflate-level" => {
                     let v = value()?;
                     c.deflate_level = match v.parse::<u32>() {
@@ -631,8 +659,8 @@ impl Config {
                 return Err("--tls needs one of --ca FILE (verify) or --insecure".into());
             }
         }
-        if level_given && !c.deflate {
-            return Err("--deflate-level needs --deflate".into());
+        if (level_given || c.deflate_full) && !c.deflate {
+            return Err("--deflate-level and --deflate-full need --deflate".into());
         }
         if c.deflate {
             if !cfg!(feature = "deflate") {
@@ -831,6 +859,35 @@ struct Wire {
     /// `--deflate`: this thread's compressor, inflater and buffers.
     #[cfg(feature = "deflate")]
     deflate: Option<deflate::Codec>,
+    /// `--deflate` without `--deflate-full`: per client window size
+    /// (9..=15) and number of stamps (1, 2), the masked frame of a
+    /// `--size` message compressed from a fresh context, its stamps in a
+    /// stored block (see [`deflate::Codec::prepare`]), built on first use.
+    #[cfg(feature = "deflate")]
+    prepared: [[Prepared; 2]; 7],
+    /// How many bytes longer the first prepared message was than the same
+    /// message compressed whole.
+    #[cfg(feature = "deflate")]
+    prepared_extra: Option<i64>,
+    /// `--deflate-full`: compress every message from scratch.
+    #[cfg(feature = "deflate")]
+    deflate_full: bool,
+}
+
+/// A message frame compressed once, into which stamps are patched.
+#[cfg(feature = "deflate")]
+enum Prepared {
+    /// Not built yet.
+    Unbuilt,
+    /// The masked frame; where the stamp field's bytes are in it, and
+    /// where in the payload (for the mask).
+    Frame {
+        frame: Vec<u8>,
+        stamps_at: usize,
+        mask_at: usize,
+    },
+    /// The payload does not fit the scheme: compress every message.
+    Unfit,
 }
 
 impl Wire {
@@ -854,6 +911,12 @@ impl Wire {
                 opcode: cfg.opcode(),
                 #[cfg(feature = "deflate")]
                 deflate: None,
+                #[cfg(feature = "deflate")]
+                prepared: std::array::from_fn(|_| [Prepared::Unfit, Prepared::Unfit]),
+                #[cfg(feature = "deflate")]
+                prepared_extra: None,
+                #[cfg(feature = "deflate")]
+                deflate_full: true,
             };
         }
         let masked: Vec<u8> = plain
@@ -876,6 +939,12 @@ impl Wire {
             opcode: cfg.opcode(),
             #[cfg(feature = "deflate")]
             deflate: cfg.deflate.then(|| deflate::Codec::new(cfg.deflate_level)),
+            #[cfg(feature = "deflate")]
+            prepared: std::array::from_fn(|_| [Prepared::Unbuilt, Prepared::Unbuilt]),
+            #[cfg(feature = "deflate")]
+            prepared_extra: None,
+            #[cfg(feature = "deflate")]
+            deflate_full: cfg.deflate_full,
         }
     }
 
@@ -904,16 +973,15 @@ impl Wire {
     /// The stamp bytes of `stamps` and how many of them fit in a payload
     /// of `len` bytes from `stamp_at`.
     fn stamps(&self, len: usize, stamps: &[u64]) -> ([u8; 2 * STAMP], usize) {
-        let mut bytes = [0u8; 2 * STAMP];
-        for (i, &v) in stamps.iter().enumerate() {
-            put_stamp(&mut bytes[i * STAMP..(i + 1) * STAMP], v);
-        }
-        let room = len.saturating_sub(self.stamp_at);
-        (bytes, (stamps.len() * STAMP).min(room))
+        stamp_bytes(self.stamp_at, len, stamps)
     }
 
     /// `--deflate`: appends one message like [`Wire::push`], its payload
-    /// compressed for `session`, in a frame with RSV1 set.
+    /// compressed for `session`, in a frame with RSV1 set. A `--size`
+    /// message from a fresh context (the client's context not kept)
+    /// copies a frame compressed once and patches the stamps in it, as
+    /// plain messages do; others (and all with `--deflate-full`) are
+    /// compressed from scratch.
     #[cfg(feature = "deflate")]
     fn push_deflated(
         &mut self,
@@ -926,6 +994,53 @@ impl Wire {
         let Some(codec) = self.deflate.as_mut() else {
             return Err("--deflate without a compressor".into());
         };
+        let params = session.params();
+        let count = stamps.len();
+        if len == self.size
+            && !params.client_takeover
+            && !self.deflate_full
+            && (1..=2).contains(&count)
+        {
+            let bits = params.client_window_bits;
+            let slot = &mut self.prepared[usize::from(bits - 9)][count - 1];
+            if let Prepared::Unbuilt = slot {
+                let from = self.stamp_at.min(len);
+                let region = (count * STAMP).min(len - from);
+                // Stamps as a run carries them: a sequence number in the
+                // hundred thousands, a publish time seconds into the run.
+                let (sample, _) = stamp_bytes(from, len, &[123_456, 2_345_678_901][..count]);
+                *slot = match codec.prepare(bits, &self.plain[..len], from, &sample[..region]) {
+                    Some((packed, at, whole)) => {
+                        if self.prepared_extra.is_none() {
+                            self.prepared_extra = Some(packed.len() as i64 - whole as i64);
+                        }
+                        let mut frame = frame_header(0xC0 | self.opcode, packed.len(), self.key);
+                        let payload_at = frame.len();
+                        let key = self.key;
+                        frame.extend(packed.iter().enumerate().map(|(i, b)| b ^ key[i & 3]));
+                        Prepared::Frame {
+                            frame,
+                            stamps_at: payload_at + at,
+                            mask_at: at,
+                        }
+                    }
+                    None => Prepared::Unfit,
+                };
+            }
+            if let Prepared::Frame {
+                frame,
+                stamps_at,
+                mask_at,
+            } = slot
+            {
+                let base = out.len() + *stamps_at;
+                out.extend_from_slice(frame);
+                for (i, (p, b)) in out[base..base + n].iter_mut().zip(&bytes).enumerate() {
+                    *p = b ^ self.key[(*mask_at + i) & 3];
+                }
+                return Ok(());
+            }
+        }
         codec.plain.clear();
         codec.plain.extend_from_slice(&self.plain[..len]);
         let from = self.stamp_at.min(len);
@@ -942,6 +1057,17 @@ impl Wire {
         put_frame_header(out, 0x80 | opcode, payload.len(), self.key);
         out.extend(payload.iter().enumerate().map(|(i, b)| b ^ self.key[i & 3]));
     }
+}
+
+/// The stamp bytes of `stamps` and how many of them fit in a payload of
+/// `len` bytes from `stamp_at` (see [`Wire::push`]).
+fn stamp_bytes(stamp_at: usize, len: usize, stamps: &[u64]) -> ([u8; 2 * STAMP], usize) {
+    let mut bytes = [0u8; 2 * STAMP];
+    for (i, &v) in stamps.iter().enumerate() {
+        put_stamp(&mut bytes[i * STAMP..(i + 1) * STAMP], v);
+    }
+    let room = len.saturating_sub(stamp_at);
+    (bytes, (stamps.len() * STAMP).min(room))
 }
 
 /// A masked frame header with the shortest length encoding.
@@ -1071,6 +1197,9 @@ struct Stats {
     wire_in: u64,
     /// `--deflate`: the first `Sec-WebSocket-Extensions` response seen.
     deflate_response: Option<String>,
+    /// `--deflate`: how many bytes longer a prepared message was than the
+    /// same message compressed whole (the first thread's figure).
+    deflate_prepared_extra: Option<i64>,
     /// Connections opened.
     opened: u64,
     /// Connections that failed to open.
@@ -1125,6 +1254,7 @@ impl Stats {
             wire_out: 0,
             wire_in: 0,
             deflate_response: None,
+            deflate_prepared_extra: None,
             opened: 0,
             connect_failed: 0,
             errors: 0,
@@ -1160,6 +1290,9 @@ impl Stats {
         self.wire_in += other.wire_in;
         if self.deflate_response.is_none() {
             self.deflate_response = other.deflate_response;
+        }
+        if self.deflate_prepared_extra.is_none() {
+            self.deflate_prepared_extra = other.deflate_prepared_extra;
         }
         self.opened += other.opened;
         self.connect_failed += other.connect_failed;
@@ -2395,6 +2528,10 @@ fn run_worker(thread: usize, cfg: Arc<Config>, shared: Arc<Shared>) -> io::Resul
     }
     w.close_all()?;
     w.ctx.stats.probe = probe;
+    #[cfg(feature = "deflate")]
+    {
+        w.ctx.stats.deflate_prepared_extra = w.ctx.wire.prepared_extra;
+    }
     Ok(w.ctx.stats)
 }
 
@@ -2790,8 +2927,15 @@ fn report(cfg: &Config, s: &Stats, probe: &Probe, rss_before: Option<u64>) {
     let compressed_pct =
         (cfg.deflate && s.done > 0).then(|| s.compressed_in as f64 * 100.0 / s.done as f64);
     if cfg.deflate {
+        let prepared = match s.deflate_prepared_extra {
+            Some(extra) => format!(
+                "; its messages are prepared frames, {extra:+} B against compressing \
+                 each whole"
+            ),
+            None => String::new(),
+        };
         println!(
-            "  permessage-deflate: {} (wsbench compresses at level {})",
+            "  permessage-deflate: {} (wsbench compresses at level {}{prepared})",
             s.deflate_response.as_deref().unwrap_or("not negotiated"),
             cfg.deflate_level
         );
@@ -2820,6 +2964,14 @@ fn report(cfg: &Config, s: &Stats, probe: &Probe, rss_before: Option<u64>) {
         .num("wire_bytes_in_per_msg", per_in);
     if cfg.deflate {
         json.num("deflate_level", Some(f64::from(cfg.deflate_level)))
+            .field(
+                "deflate_full",
+                if cfg.deflate_full { "true" } else { "false" },
+            )
+            .num(
+                "deflate_prepared_extra_bytes",
+                s.deflate_prepared_extra.map(|v| v as f64),
+            )
             .str(
                 "deflate_response",
                 s.deflate_response.as_deref().unwrap_or(""),
@@ -3185,30 +3337,77 @@ mod tests {
         }
     }
 
+    /// Frames [`Wire::push_deflated`] built, for every payload kind and
+    /// both stamp counts, prepared and from scratch, inflate to the
+    /// stamped payload; prepared ones cost at most 24 bytes more (the
+    /// stamps stored, a stored block's header, a second block).
     #[cfg(feature = "deflate")]
     #[test]
     fn deflated_frames() {
-        let cfg = parse("--payload json16k --deflate --kind binary").unwrap();
-        let mut wire = Wire::new(&cfg, [5, 6, 7, 8]);
+        for args in [
+            "--payload chat",
+            "--payload ticker",
+            "--payload json16k --kind binary",
+            "--size 16",
+            "--size 3",
+            "--size 5000",
+            "--size 100 --size-max 300",
+        ] {
+            for response in [
+                &b"permessage-deflate; server_no_context_takeover; client_no_context_takeover"[..],
+                b"permessage-deflate; client_no_context_takeover; client_max_window_bits=9",
+                b"permessage-deflate",
+            ] {
+                let params = deflate::parse_response(&[response]).unwrap();
+                let mut sizes = Vec::new();
+                for full in ["", " --deflate-full"] {
+                    let cfg = parse(&format!("{args} --deflate{full}")).unwrap();
+                    let mut wire = Wire::new(&cfg, [5, 6, 7, 8]);
+                    let mut tx = deflate::Session::new(params);
+                    let mut rx = deflate::Session::new(deflate::Params {
+                        server_takeover: params.client_takeover,
+                        ..params
+                    });
+                    let mut codec = deflate::Codec::new(1);
+                    let mut inflated = Vec::new();
+                    for (k, stamps) in [[3, 9], [u64::MAX >> 16, 1 << 40], [0, 0], [77, 5]]
+                        .iter()
+                        .enumerate()
+                    {
+                        let len = if k == 3 { cfg.size_max } else { cfg.size };
+                        let stamps = &stamps[..1 + k % 2];
+                        let mut out = Vec::new();
+                        wire.push_deflated(&mut out, &mut tx, len, stamps).unwrap();
+                        let (b0, packed) = unframe(&out);
+                        assert_eq!(b0, 0xC0 | cfg.opcode(), "FIN, RSV1");
+                        codec
+                            .inflate(&mut rx, &packed, &mut inflated, MAX_PAYLOAD)
+                            .unwrap();
+                        let mut want = wire.plain[..len].to_vec();
+                        let (bytes, n) = wire.stamps(len, stamps);
+                        let at = wire.stamp_at.min(len);
+                        want[at..at + n].copy_from_slice(&bytes[..n]);
+                        assert!(inflated == want, "{args}{full}, {k}");
+                        if k == 0 {
+                            sizes.push(packed.len());
+                        }
+                    }
+                }
+                assert!(sizes[0] <= sizes[1] + 24, "{args}: {sizes:?}");
+            }
+        }
+        // Compression pays: 16 KiB of JSON in well under a third.
+        let cfg = parse("--payload json16k --deflate").unwrap();
+        let mut wire = Wire::new(&cfg, [1, 2, 3, 4]);
         let params = deflate::parse_response(&[b"permessage-deflate; \
             server_no_context_takeover; client_no_context_takeover"])
         .unwrap();
-        let mut session = deflate::Session::new(params);
         let mut out = Vec::new();
-        wire.push_deflated(&mut out, &mut session, cfg.size, &[3, 9])
+        wire.push_deflated(&mut out, &mut deflate::Session::new(params), cfg.size, &[1])
             .unwrap();
-        let (b0, packed) = unframe(&out);
-        assert_eq!(b0, 0xC2, "FIN, RSV1, binary");
-        assert!(packed.len() < cfg.size / 3, "{} B", packed.len());
-        let mut codec = deflate::Codec::new(1);
-        let mut inflated = Vec::new();
-        codec
-            .inflate(&mut session, &packed, &mut inflated, MAX_PAYLOAD)
-            .unwrap();
-        let at = wire.stamp_at;
-        assert_eq!(get_stamp(&inflated[at..at + STAMP]), Some(3));
-        assert_eq!(get_stamp(&inflated[at + STAMP..at + 2 * STAMP]), Some(9));
-        assert_eq!(inflated[..at], wire.plain[..at]);
+        assert!(out.len() < cfg.size / 3, "{} B", out.len());
+        assert!(matches!(wire.prepared[6][0], Prepared::Frame { .. }));
+        assert!(wire.prepared_extra.is_some_and(|extra| extra < 16));
     }
 }
 
@@ -3325,6 +3524,11 @@ mod deflate {
                 decompress: None,
             }
         }
+
+        /// What the `101` settled.
+        pub fn params(&self) -> Params {
+            self.params
+        }
     }
 
     /// One thread's codec.
@@ -3378,19 +3582,85 @@ mod deflate {
                 }
             };
             self.packed.clear();
-            deflate_sync(compressor, &self.plain, &mut self.packed)?;
-            if self.packed.is_empty() {
-                // An empty message right after a flush (context kept): zlib
-                // has nothing to flush, and the message is the start of an
-                // empty stored block, whose rest is the tail (§7.2.3.6).
-                self.packed.push(0x00);
-                return Ok(());
+            // An empty message right after a flush (context kept) is a lone
+            // `00`: zlib has nothing to flush (RFC 7692 §7.2.3.6).
+            sync_stripped(compressor, &self.plain, &mut self.packed)
+        }
+
+        /// A message `plain` compressed from a fresh context with a
+        /// `bits`-bit window such that its `region` bytes at `at` (the
+        /// stamp field) can change without compressing it again, and where
+        /// those bytes are in the result; `None` if `plain` does not allow
+        /// it. The stream is: the bytes before the field, compressed and
+        /// sync-flushed (ending in the 3 bits of an empty stored block's
+        /// header, its `00 00 ff ff` stripped); that stored block's length
+        /// made `region` instead, then the field's bytes, stored; then the
+        /// bytes after it, compressed with the bytes before it and the
+        /// field as preset dictionary, sync-flushed, tail stripped. The
+        /// field in the dictionary is zeros, which the rest never matches
+        /// (text has no NUL), so no back-reference reads a stamp. Inflated
+        /// once here to check. Also returns, for comparison, the length of
+        /// `plain` compressed whole with `sample` (stamps as a run's
+        /// messages carry them) in the field.
+        pub fn prepare(
+            &mut self,
+            bits: u8,
+            plain: &[u8],
+            at: usize,
+            sample: &[u8],
+        ) -> Option<(Vec<u8>, usize, usize)> {
+            let region = sample.len();
+            let (before, rest) = plain.split_at(at);
+            let (field, after) = rest.split_at(region);
+            if after.contains(&0) || region > usize::from(u16::MAX) {
+                return None;
             }
-            if !self.packed.ends_with(&TAIL) {
-                return Err("sync flush without its 00 00 ff ff tail".into());
+            let level = self.level;
+            let compressor =
+                self.compressors[usize::from(bits - 9)].get_or_insert_with(|| match bits {
+                    15 => Compress::new(level, false),
+                    bits => Compress::new_with_window_bits(level, false, bits),
+                });
+            let mut packed = Vec::new();
+            compressor.reset();
+            sync_stripped(compressor, before, &mut packed).ok()?;
+            let len = region as u16;
+            packed.extend_from_slice(&len.to_le_bytes());
+            packed.extend_from_slice(&(!len).to_le_bytes());
+            let field_at = packed.len();
+            packed.extend_from_slice(field);
+            let mut dictionary = before.to_vec();
+            dictionary.resize(before.len() + region, 0);
+            compressor.reset();
+            compressor.set_dictionary(&dictionary).ok()?;
+            sync_stripped(compressor, after, &mut packed).ok()?;
+            compressor.reset();
+            let mut message = plain.to_vec();
+            message[at..at + region].copy_from_slice(sample);
+            let mut whole = Vec::new();
+            sync_stripped(compressor, &message, &mut whole).ok()?;
+            compressor.reset();
+            // The check: two different stamp fields inflate to themselves.
+            let mut session = Session::new(Params {
+                client_window_bits: bits,
+                client_takeover: false,
+                server_takeover: false,
+            });
+            let mut out = Vec::new();
+            let mut message = plain.to_vec();
+            let mut trial = packed.clone();
+            for fill in [None, Some(b'_')] {
+                if let Some(f) = fill {
+                    trial[field_at..field_at + region].fill(f);
+                    message[at..at + region].fill(f);
+                }
+                self.inflate(&mut session, &trial, &mut out, plain.len())
+                    .ok()?;
+                if out != message {
+                    return None;
+                }
             }
-            self.packed.truncate(self.packed.len() - TAIL.len());
-            Ok(())
+            Some((packed, field_at, whole.len()))
         }
 
         /// Inflates one compressed message (`compressed`, its tail
@@ -3422,6 +3692,22 @@ mod deflate {
             }
             Ok(())
         }
+    }
+
+    /// Compresses `input` with a sync flush onto `out` and strips the
+    /// `00 00 ff ff` (an empty input right after a flush yields a lone
+    /// `00`, the start of an empty stored block).
+    fn sync_stripped(c: &mut Compress, input: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+        let at = out.len();
+        deflate_sync(c, input, out)?;
+        if out.len() == at {
+            out.push(0x00);
+        } else if out[at..].ends_with(&TAIL) {
+            out.truncate(out.len() - TAIL.len());
+        } else {
+            return Err("sync flush without its 00 00 ff ff tail".into());
+        }
+        Ok(())
     }
 
     /// Compresses all of `input` with a sync flush, appending to `out`

@@ -53,7 +53,10 @@ COMPARISONS = {
             "  default level 6, as browsers do; payloads are wsbench's JSON kinds (`--payload`)",
             "- wire B/msg: bytes on the sockets (frames with headers and masks) per message,",
             "  out = per message wsbench sent (echo request, publish), in = per message it",
-            "  received (echo reply, delivery to one subscriber)",
+            "  received (echo reply, delivery to one subscriber). wsbench sends each message as",
+            "  a frame compressed once with its stamps patched in (so that the client is never",
+            "  the bottleneck): 10-25 B longer than the message compressed whole, as the details",
+            "  say (`--deflate-full` compresses each message whole, at ~3 µs and more each)",
         ],
         "rounds": "(round i with deflate against round i without, run back to back)",
         "better": "above 1 is better for deflate on rates",
@@ -106,9 +109,14 @@ def detail(r, with_wire=False):
     flag = "" if bad == 0 else f" **{bad} errors/lost**"
     if with_wire and wire(r):
         out, inb = wire(r)
-        flag = f", wire {fmt(out)}/{fmt(inb)} B/msg out/in" + (
-            f" ({fmt(r['compressed_in_pct'], '%')} received compressed)"
-            if r.get("compressed_in_pct") is not None else "") + flag
+        notes = []
+        if r.get("compressed_in_pct") is not None:
+            notes.append(f"{fmt(r['compressed_in_pct'], '%')} received compressed")
+        if r.get("deflate_prepared_extra_bytes") is not None:
+            notes.append(f"out includes {r['deflate_prepared_extra_bytes']:+.0f} B/msg of "
+                         "wsbench's prepared frames")
+        flag = (f", wire {fmt(out)}/{fmt(inb)} B/msg out/in"
+                + (f" ({'; '.join(notes)})" if notes else "") + flag)
     if mode == "echo":
         return (f"{fmt(r.get('rt_per_s'))} rt/s, {fmt(r.get('mb_per_s'))} MB/s, p50/p99/p99.9 "
                 f"{fmt(r.get('lat_p50_us'))}/{fmt(r.get('lat_p99_us'))}/{fmt(r.get('lat_p999_us'))} µs, "
