@@ -105,7 +105,12 @@
 //! `wire_bytes_out_per_msg` for what a browser would send.
 //! `--deflate-full` compresses every message from scratch instead, as
 //! browsers do; so are messages of other sizes and every message with the
-//! client's context kept.
+//! client's context kept. Likewise on the receiving side, in broadcast
+//! mode: a compressed message (from a fresh context) in the same bytes as
+//! one the thread inflated lately, as a broadcast reaches every
+//! subscriber, is not inflated again but copied from a cache of the last
+//! few hundred (compared whole): it would give the same bytes, which are
+//! then checked as ever.
 //!
 //! Payloads (`--payload KIND`): `filler` (the default: `--size` bytes of
 //! `abc…z` repeated), or a realistic JSON text with a size of its own:
@@ -858,7 +863,7 @@ struct Wire {
     opcode: u8,
     /// `--deflate`: this thread's compressor, inflater and buffers.
     #[cfg(feature = "deflate")]
-    deflate: Option<deflate::Codec>,
+    deflate: Option<Box<deflate::Codec>>,
     /// `--deflate` without `--deflate-full`: per client window size
     /// (9..=15) and number of stamps (1, 2), the masked frame of a
     /// `--size` message compressed from a fresh context, its stamps in a
@@ -938,7 +943,12 @@ impl Wire {
             stamp_at,
             opcode: cfg.opcode(),
             #[cfg(feature = "deflate")]
-            deflate: cfg.deflate.then(|| deflate::Codec::new(cfg.deflate_level)),
+            deflate: cfg.deflate.then(|| {
+                Box::new(deflate::Codec::new(
+                    cfg.deflate_level,
+                    cfg.mode == Mode::Broadcast,
+                ))
+            }),
             #[cfg(feature = "deflate")]
             prepared: std::array::from_fn(|_| [Prepared::Unbuilt, Prepared::Unbuilt]),
             #[cfg(feature = "deflate")]
@@ -1684,23 +1694,23 @@ impl Ctx {
     fn compressed(&mut self, conn: &mut Conn, idx: usize, opcode: u8, payload: &[u8]) {
         #[cfg(feature = "deflate")]
         {
-            let (Some(codec), Some(session)) = (self.wire.deflate.as_mut(), conn.deflate.as_mut())
+            // The codec is lent out while the message it inflated (in its
+            // buffers) is checked.
+            let (Some(mut codec), Some(session)) =
+                (self.wire.deflate.take(), conn.deflate.as_mut())
             else {
                 return self.finish(conn, Some("compressed frame without deflate".into()));
             };
-            let mut inflated = std::mem::take(&mut codec.inflated);
-            match codec.inflate(session, payload, &mut inflated, MAX_PAYLOAD) {
-                Ok(()) => {
+            match codec.inflate(session, payload, MAX_PAYLOAD) {
+                Ok(inflated) => {
                     if self.measuring {
                         self.stats.compressed_in += 1;
                     }
-                    self.message(conn, idx, opcode, &inflated);
+                    self.message(conn, idx, opcode, inflated);
                 }
                 Err(why) => self.finish(conn, Some(why)),
             }
-            if let Some(codec) = self.wire.deflate.as_mut() {
-                codec.inflated = inflated;
-            }
+            self.wire.deflate = Some(codec);
         }
         #[cfg(not(feature = "deflate"))]
         {
@@ -3368,8 +3378,7 @@ mod tests {
                         server_takeover: params.client_takeover,
                         ..params
                     });
-                    let mut codec = deflate::Codec::new(1);
-                    let mut inflated = Vec::new();
+                    let mut codec = deflate::Codec::new(1, false);
                     for (k, stamps) in [[3, 9], [u64::MAX >> 16, 1 << 40], [0, 0], [77, 5]]
                         .iter()
                         .enumerate()
@@ -3380,9 +3389,7 @@ mod tests {
                         wire.push_deflated(&mut out, &mut tx, len, stamps).unwrap();
                         let (b0, packed) = unframe(&out);
                         assert_eq!(b0, 0xC0 | cfg.opcode(), "FIN, RSV1");
-                        codec
-                            .inflate(&mut rx, &packed, &mut inflated, MAX_PAYLOAD)
-                            .unwrap();
+                        let inflated = codec.inflate(&mut rx, &packed, MAX_PAYLOAD).unwrap();
                         let mut want = wire.plain[..len].to_vec();
                         let (bytes, n) = wire.stamps(len, stamps);
                         let at = wire.stamp_at.min(len);
@@ -3543,13 +3550,45 @@ mod deflate {
         pub plain: Vec<u8>,
         /// Its compressed form, without the tail.
         pub packed: Vec<u8>,
-        /// The last inflated message (lent out while it is checked).
-        pub inflated: Vec<u8>,
+        /// The last message inflated and not cached.
+        inflated: Vec<u8>,
+        /// Subscribers: messages inflated lately, compressed and plain,
+        /// in sets of two entries by a hash of the compressed bytes
+        /// (empty: no cache) ...
+        cache: Vec<Option<(Vec<u8>, Vec<u8>)>>,
+        /// ... and per set, which of its entries was filled first.
+        cache_older: Vec<u8>,
+    }
+
+    /// Sets of the inflated-message cache (of two entries each): several
+    /// times the messages a broadcast keeps in flight.
+    const CACHE_SETS: usize = 1024;
+    /// The largest message the cache keeps.
+    const CACHED_MAX: usize = 16 * 1024;
+
+    /// The cache set of a compressed message: a hash of its length and of
+    /// its first 64 and last 8 bytes (the stamps are near the start;
+    /// entries are compared whole).
+    fn cache_set(compressed: &[u8], sets: usize) -> usize {
+        let mut h = 0x9E37_79B9_7F4A_7C15u64 ^ compressed.len() as u64;
+        let head = &compressed[..compressed.len().min(64)];
+        let tail = &compressed[compressed.len().saturating_sub(8)..];
+        for part in [head, tail] {
+            for chunk in part.chunks(8) {
+                let mut word = [0u8; 8];
+                word[..chunk.len()].copy_from_slice(chunk);
+                h = (h ^ u64::from_le_bytes(word)).wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+                h ^= h >> 32;
+            }
+        }
+        h as usize % sets
     }
 
     impl Codec {
-        /// A codec compressing at `level` (0..=9).
-        pub fn new(level: u32) -> Codec {
+        /// A codec compressing at `level` (0..=9); with `cache`, it keeps
+        /// the messages it inflated lately (for subscribers, which get
+        /// the same messages).
+        pub fn new(level: u32, cache: bool) -> Codec {
             Codec {
                 level: Compression::new(level),
                 compressors: Default::default(),
@@ -3557,6 +3596,12 @@ mod deflate {
                 plain: Vec::new(),
                 packed: Vec::new(),
                 inflated: Vec::new(),
+                cache: if cache {
+                    (0..2 * CACHE_SETS).map(|_| None).collect()
+                } else {
+                    Vec::new()
+                },
+                cache_older: vec![0; if cache { CACHE_SETS } else { 0 }],
             }
         }
 
@@ -3654,7 +3699,7 @@ mod deflate {
                     trial[field_at..field_at + region].fill(f);
                     message[at..at + region].fill(f);
                 }
-                self.inflate(&mut session, &trial, &mut out, plain.len())
+                self.inflate_uncached(&mut session, &trial, &mut out, plain.len())
                     .ok()?;
                 if out != message {
                     return None;
@@ -3664,10 +3709,59 @@ mod deflate {
         }
 
         /// Inflates one compressed message (`compressed`, its tail
+        /// stripped) for `session` (see [`Codec::inflate_uncached`]) and
+        /// returns it. With the cache, a message from a fresh context in
+        /// the same bytes as one inflated lately (a broadcast, which
+        /// reaches every subscriber in the same bytes) comes from there,
+        /// not inflated again; a message inflated is kept there, moved
+        /// (the entry it replaces lends its buffer to the next message).
+        pub fn inflate(
+            &mut self,
+            session: &mut Session,
+            compressed: &[u8],
+            limit: usize,
+        ) -> Result<&[u8], String> {
+            let mut buf = std::mem::take(&mut self.inflated);
+            if self.cache.is_empty() || session.params.server_takeover {
+                let result = self.inflate_uncached(session, compressed, &mut buf, limit);
+                self.inflated = buf;
+                return result.map(|()| &self.inflated[..]);
+            }
+            // Two ways per set: the entry to replace is the one filled
+            // before the other.
+            let set = cache_set(compressed, self.cache.len() / 2);
+            let hit = (2 * set..2 * set + 2).find(|&slot| {
+                self.cache[slot].as_ref().is_some_and(|(packed, plain)| {
+                    packed[..] == *compressed && plain.len() <= limit
+                })
+            });
+            if let Some(slot) = hit {
+                self.inflated = buf;
+                return Ok(self.cache[slot]
+                    .as_ref()
+                    .map_or(&[], |(_, plain)| &plain[..]));
+            }
+            let result = self.inflate_uncached(session, compressed, &mut buf, limit);
+            if result.is_err() || buf.len() > CACHED_MAX {
+                self.inflated = buf;
+                return result.map(|()| &self.inflated[..]);
+            }
+            let slot = 2 * set + usize::from(self.cache_older[set]);
+            self.cache_older[set] ^= 1;
+            let (packed, plain) = self.cache[slot].get_or_insert_with(Default::default);
+            packed.clear();
+            packed.extend_from_slice(compressed);
+            std::mem::swap(plain, &mut buf);
+            buf.clear();
+            self.inflated = buf;
+            Ok(&plain[..])
+        }
+
+        /// Inflates one compressed message (`compressed`, its tail
         /// stripped) for `session` into `out` (cleared first): with the
         /// shared inflater reset, or the connection's own when the server
         /// keeps its context. More than `limit` bytes is an error.
-        pub fn inflate(
+        pub fn inflate_uncached(
             &mut self,
             session: &mut Session,
             compressed: &[u8],
@@ -3833,32 +3927,69 @@ mod deflate {
             ] {
                 let params = parse_response(&[response]).unwrap();
                 for level in [0, 1, 6, 9] {
-                    let mut sender = Codec::new(level);
-                    let mut receiver = Codec::new(level);
+                    let mut sender = Codec::new(level, false);
+                    let mut receiver = Codec::new(level, true);
                     let mut tx = Session::new(params);
                     // The receiving side mirrors the sender's context rule.
                     let mut rx = Session::new(Params {
                         server_takeover: params.client_takeover,
                         ..params
                     });
-                    let mut out = Vec::new();
                     for _ in 0..2 {
                         for m in &messages {
                             sender.plain.clear();
                             sender.plain.extend_from_slice(m);
                             sender.compress(&mut tx).unwrap();
                             assert!(!sender.packed.ends_with(&TAIL) || m.is_empty());
-                            receiver
-                                .inflate(&mut rx, &sender.packed, &mut out, 64 << 20)
-                                .unwrap();
+                            let out = receiver.inflate(&mut rx, &sender.packed, 64 << 20).unwrap();
                             assert!(out == *m, "{} bytes at level {level}", m.len());
                         }
                     }
                     assert!(
-                        receiver
-                            .inflate(&mut rx, &[0xFF; 64], &mut out, 1 << 20)
-                            .is_err()
+                        receiver.inflate(&mut rx, &[0xFF; 64], 1 << 20).is_err()
                             || !params.client_takeover
+                    );
+                }
+            }
+        }
+
+        /// The same compressed message twice is inflated once, and a
+        /// different one in between is not mistaken for it.
+        #[test]
+        fn repeated_messages() {
+            let mut codec = Codec::new(1, true);
+            let mut session = Session::new(fresh());
+            let mut packed = Vec::new();
+            let messages = [&b"first message, first message"[..], b"second message"];
+            for m in messages {
+                codec.plain = m.to_vec();
+                codec.compress(&mut session).unwrap();
+                packed.push(codec.packed.clone());
+            }
+            for i in [0, 0, 1, 1, 0, 1] {
+                let out = codec.inflate(&mut session, &packed[i], 1000).unwrap();
+                assert_eq!(out, messages[i]);
+            }
+            assert_eq!(codec.cache.iter().filter(|e| e.is_some()).count(), 2);
+            assert!(codec.inflate(&mut session, &[0xFF; 4], 1000).is_err());
+            assert!(codec.inflate(&mut session, &[0xFF; 4], 1000).is_err());
+            // Over the limit, even cached.
+            assert!(codec.inflate(&mut session, &packed[0], 10).is_err());
+            let out = codec.inflate(&mut session, &packed[1], 1000).unwrap();
+            assert_eq!(out, messages[1]);
+            // Many messages: every one inflates right, cached or not.
+            let many: Vec<(Vec<u8>, Vec<u8>)> = (0..3 * CACHE_SETS)
+                .map(|i| {
+                    codec.plain = format!("message {i} of many, many messages").into_bytes();
+                    codec.compress(&mut session).unwrap();
+                    (codec.plain.clone(), codec.packed.clone())
+                })
+                .collect();
+            for round in 0..3 {
+                for (plain, packed) in many.iter().skip(round * 100) {
+                    assert_eq!(
+                        codec.inflate(&mut session, packed, 1000).unwrap(),
+                        &plain[..]
                     );
                 }
             }
@@ -3866,32 +3997,23 @@ mod deflate {
 
         #[test]
         fn limit_and_corruption() {
-            let mut codec = Codec::new(6);
+            let mut codec = Codec::new(6, false);
             let mut session = Session::new(fresh());
             codec.plain = vec![b'x'; 1 << 20];
             codec.compress(&mut session).unwrap();
             let packed = codec.packed.clone();
-            let mut out = Vec::new();
-            assert!(
-                codec
-                    .inflate(&mut session, &packed, &mut out, 1000)
-                    .is_err()
+            assert!(codec.inflate(&mut session, &packed, 1000).is_err());
+            assert!(codec.inflated.capacity() < 1 << 20);
+            assert_eq!(
+                codec.inflate(&mut session, &packed, 1 << 20).unwrap().len(),
+                1 << 20
             );
-            assert!(out.capacity() < 1 << 20);
-            codec
-                .inflate(&mut session, &packed, &mut out, 1 << 20)
-                .unwrap();
-            assert_eq!(out.len(), 1 << 20);
-            assert!(
-                codec
-                    .inflate(&mut session, &[0xFF; 16], &mut out, 1 << 20)
-                    .is_err()
-            );
+            assert!(codec.inflate(&mut session, &[0xFF; 16], 1 << 20).is_err());
             // The shared inflater recovers for the next message.
-            codec
-                .inflate(&mut session, &packed, &mut out, 1 << 20)
-                .unwrap();
-            assert_eq!(out.len(), 1 << 20);
+            assert_eq!(
+                codec.inflate(&mut session, &packed, 1 << 20).unwrap().len(),
+                1 << 20
+            );
         }
     }
 }
