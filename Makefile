@@ -5,7 +5,7 @@ CARGO ?= cargo
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
 
-.PHONY: run test lint unit autobahn autobahn-tls autobahn-deflate tls-e2e deflate-e2e e2e bench bench-smoke bench-peers bench-tls bench-codec fuzz fuzz-smoke clean
+.PHONY: run test lint unit autobahn autobahn-tls autobahn-deflate tls-e2e deflate-e2e e2e bench bench-smoke bench-peers bench-tls bench-deflate bench-codec fuzz fuzz-smoke clean
 
 run:
 	$(CARGO) run --release
@@ -80,6 +80,11 @@ bench-peers:
 # wss:// beside ws:// on the same binary; writes docs/bench-tls-latest.md.
 bench-tls:
 	bash scripts/bench.sh --tls
+
+# permessage-deflate beside without on the same binary (JSON payloads; server
+# CPU and wire bytes per message); writes docs/bench-deflate-latest.md.
+bench-deflate:
+	bash scripts/bench.sh --deflate
 
 bench-codec:
 	$(CARGO) bench --bench codec

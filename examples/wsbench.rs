@@ -13,8 +13,9 @@
 //!
 //! - `echo`: `--conns N` connections each keep `--inflight D` messages of
 //!   `--size S` bytes (`--kind text|binary`) in flight for `--duration T`
-//!   seconds. Every reply is checked byte for byte (a sequence number leads
-//!   each payload, so a lost, duplicated or reordered reply is caught).
+//!   seconds. Every reply is checked byte for byte (a sequence number is
+//!   stamped into each payload, so a lost, duplicated or reordered reply is
+//!   caught).
 //!   Reports round trips/s, payload MB/s each way and round-trip latency
 //!   percentiles. For soak runs, `--size-max S2` makes each message's size
 //!   random in `S..=S2`, and `--pause P` turns the closed loop into a slow
@@ -65,6 +66,78 @@
 //! turn's frames go into rustls in one `write_vectored`, and its
 //! ciphertext to the socket in one `write_tls` (a `writev`).
 //!
+//! `--deflate` (cargo feature `deflate`) negotiates permessage-deflate
+//! (RFC 7692) on every connection: the upgrade request offers what
+//! browsers send, `Sec-WebSocket-Extensions: permessage-deflate;
+//! client_max_window_bits`, and a `101` that does not accept it fails the
+//! connection (counted as a failed connect: a run never measures
+//! uncompressed traffic by accident). Every outgoing data message is
+//! compressed, as browsers do (raw deflate at `--deflate-level`, default
+//! 6, zlib's default and browsers'; sync flush, the `00 00 ff ff` tail
+//! stripped, RSV1 set), with at most the window the response's
+//! `client_max_window_bits` allows. Incoming frames with RSV1 are inflated
+//! (the tail appended) before the usual checks; frames without it are
+//! taken as they are (the server leaves small messages uncompressed).
+//! Contexts follow the response: with `client_no_context_takeover` (or
+//! `server_no_context_takeover`) every message is compressed (inflated)
+//! from a fresh context by one per-thread compressor (inflater), reset
+//! each time, so connections cost no zlib memory; without, the connection
+//! gets its own compressor (inflater), created on its first message and
+//! kept across messages. Control frames are never compressed. The buffers
+//! of both directions are reused. `--tls --deflate` is allowed.
+//!
+//! The client's cost per compressed message: zlib-rs clears a 128 KiB hash
+//! table on every reset, about 3 µs, which alone would make the client
+//! the bottleneck on small messages (and a server measured below its
+//! capacity batches less, which inflates its CPU per message). So, from a
+//! fresh context, a `--size` message is compressed once per thread and
+//! window size, as a valid stream from a fresh context with its stamps
+//! (8 bytes in echo, 16 in broadcast) in a stored block (see
+//! `deflate::Codec::prepare`: the bytes before the stamps compressed, the
+//! stamps stored, the bytes after them compressed with a preset
+//! dictionary that cannot match the stamps), and each message copies
+//! that frame and patches its stamps in, as plain messages do. It inflates
+//! like any other message and costs the server the same (measured: the
+//! same server CPU per 16 KiB message either way), but is 10 to 20 bytes
+//! longer than the message compressed whole (the stamps not compressed,
+//! a stored block's header, a second compressed block); the summary and
+//! `deflate_prepared_extra_bytes` give the difference, to subtract from
+//! `wire_bytes_out_per_msg` for what a browser would send.
+//! `--deflate-full` compresses every message from scratch instead, as
+//! browsers do; so are messages of other sizes and every message with the
+//! client's context kept. Likewise on the receiving side, in broadcast
+//! mode: a compressed message (from a fresh context) in the same bytes as
+//! one the thread inflated lately, as a broadcast reaches every
+//! subscriber, is not inflated again but copied from a cache of the last
+//! few hundred (compared whole): it would give the same bytes, which are
+//! then checked as ever.
+//!
+//! Payloads (`--payload KIND`): `filler` (the default: `--size` bytes of
+//! `abc…z` repeated), or a realistic JSON text with a size of its own:
+//! `chat` (79 B: `{"type":"chat","id":"…","payload":{"from":"alice",
+//! "text":"brb"}}`), `ticker` (a 200 B quote update of five symbols) or
+//! `json16k` (a 16,384 B snapshot: an array of objects with the same keys
+//! and varied numbers and strings). Stamps: each message carries a
+//! sequence number (and, in broadcast, the publish time) as [`STAMP`]-byte
+//! stamps in the alphabet `0-9A-Za-z-_` (valid in JSON strings and in
+//! UTF-8 text frames). Filler payloads carry them at the start, as ever;
+//! JSON payloads in their 16-character `"id"` string (at a fixed offset:
+//! the sequence number first, then the publish time; an echo stamp leaves
+//! the second half `0`s), so every message stays valid JSON and the rest
+//! of it is compared byte for byte as with filler. Only the stamps change
+//! from message to message: with context takeover (which wsloop never
+//! grants) repeated documents would compress unrealistically well.
+//!
+//! Wire bytes: every byte written to or read from the sockets during the
+//! measured window is counted (WebSocket frames with their headers and
+//! masks, or TLS records with `--tls`; not TCP/IP headers), and the
+//! summary reports them per message: `wire_bytes_out_per_msg` is bytes
+//! written per message sent (echo: per request; broadcast: per publish),
+//! `wire_bytes_in_per_msg` bytes read per message received (echo: per
+//! reply; broadcast: per delivery to a subscriber). With `--deflate`
+//! these show what compression saves; `compressed_in_pct` is the share of
+//! received messages that came compressed.
+//!
 //! ```text
 //! cargo run --release --example wsbench -- --addr 127.0.0.1:9001 --mode echo \
 //!     --conns 100 --inflight 16 --size 64 --duration 5
@@ -94,6 +167,8 @@ use sha1::{Digest, Sha1};
 
 /// The GUID of RFC 6455 §1.3, appended to the key for `Sec-WebSocket-Accept`.
 const ACCEPT_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+/// `--deflate`: the `Sec-WebSocket-Extensions` offer, as browsers send it.
+const OFFER_DEFLATE: &str = "permessage-deflate; client_max_window_bits";
 /// Bytes read per `read` call.
 const READ_CHUNK: usize = 256 * 1024;
 /// The byte the raw servers send on accept.
@@ -131,7 +206,11 @@ FLAGS:
     --conns N               echo connections, broadcast subscribers or idle
                             connections [default: 10]
     --inflight D            echo: messages in flight per connection [default: 1]
-    --size S                payload bytes per message [default: 64; broadcast >= 16]
+    --payload KIND          filler | chat | ticker | json16k: filler bytes of --size,
+                            or a JSON text of its own size (chat 79 B, ticker 200 B,
+                            json16k 16,384 B) stamped in its \"id\" string [default: filler]
+    --size S                payload bytes per message [default: 64, or the --payload
+                            kind's size (giving another is an error); broadcast >= 16]
     --size-max S2           echo: a random payload size in S..=S2 per message
                             (WebSocket only) [default: S]
     --pause SECS            echo: each slot waits a random time, uniform in
@@ -161,13 +240,23 @@ FLAGS:
     --insecure              TLS: accept ANY server certificate (the handshake signature
                             is still checked). For benchmarking a server you run on
                             loopback only: it gives no protection against anyone
+    --deflate               permessage-deflate: offer it as browsers do, fail connections
+                            whose 101 declines it, compress every message sent and
+                            inflate compressed ones received; needs wsbench built with
+                            `--features deflate`
+    --deflate-level N       the client's zlib level, 0..=9 [default: 6, as browsers]
+    --deflate-full          compress every message from scratch, as browsers do
+                            (about 3 us each), rather than copying a message
+                            compressed once and patching its stamps in
     --label TEXT            copied into the JSON result
     --progress              print progress every second even on short runs
     --quiet                 no progress lines
     -h, --help              print this help
 
 The last line on stdout is `RESULT {json}`; the exit status is 1 if any
-reply was wrong, lost or missing, or a connection failed.
+reply was wrong, lost or missing, or a connection failed. Bytes written to
+and read from the sockets in the measured window are reported per message
+sent and received (wire_bytes_out_per_msg, wire_bytes_in_per_msg).
 ";
 
 /// What the run does.
@@ -192,6 +281,116 @@ impl Mode {
     }
 }
 
+/// What the messages carry (`--payload`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Payload {
+    /// `--size` bytes of `abc…z` repeated, stamps at the start.
+    Filler,
+    /// A chat line of about 80 bytes.
+    Chat,
+    /// A quote update of about 200 bytes.
+    Ticker,
+    /// A 16 KiB JSON snapshot.
+    Json16k,
+}
+
+impl Payload {
+    /// The kind's name on the command line and in the JSON.
+    fn name(self) -> &'static str {
+        match self {
+            Payload::Filler => "filler",
+            Payload::Chat => "chat",
+            Payload::Ticker => "ticker",
+            Payload::Json16k => "json16k",
+        }
+    }
+
+    /// A JSON kind's document and the offset of its 16-byte stamp field
+    /// (the value of `"id"`, `0`s until stamped); `None` for filler.
+    fn document(self) -> Option<(Vec<u8>, usize)> {
+        let doc = match self {
+            Payload::Filler => return None,
+            Payload::Chat => concat!(
+                r#"{"type":"chat","id":"0000000000000000","#,
+                r#""payload":{"from":"alice","text":"brb"}}"#
+            )
+            .to_string(),
+            Payload::Ticker => concat!(
+                r#"{"type":"ticker","id":"0000000000000000","quotes":["#,
+                r#"{"s":"AAPL","p":189.4,"d":-0.5},{"s":"MSFT","p":411.07,"d":1.1},"#,
+                r#"{"s":"NVDA","p":875.3,"d":12},{"s":"AMZN","p":178.15,"d":-1},"#,
+                r#"{"s":"TSLA","p":171.6}]}"#
+            )
+            .to_string(),
+            Payload::Json16k => json_snapshot(16 * 1024),
+        };
+        let at = doc.find(r#""id":""#).expect("a stamp field") + 6;
+        debug_assert_eq!(&doc[at..at + 2 * STAMP], "0".repeat(2 * STAMP));
+        Some((doc.into_bytes(), at))
+    }
+}
+
+/// A JSON snapshot of exactly `size` bytes: `{"type":"snapshot","id":…,
+/// "items":[…],"note":…}`, an array of objects with the same keys and
+/// pseudo-random (but fixed) numbers and strings, padded by the note.
+fn json_snapshot(size: usize) -> String {
+    const NAMES: [&str; 12] = [
+        "anchor", "bracket", "cable", "dial", "flange", "gasket", "hinge", "lever", "nozzle",
+        "pivot", "spring", "valve",
+    ];
+    const COLORS: [&str; 8] = [
+        "red", "green", "blue", "black", "white", "silver", "amber", "teal",
+    ];
+    const SITES: [&str; 6] = ["lisbon", "oslo", "quito", "osaka", "perth", "tallinn"];
+    const TAIL: &str = r#"],"note":""}"#;
+    const FILL: &str = "restocked weekly; prices in EUR, excluding VAT. ";
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let mut doc = String::from(r#"{"type":"snapshot","id":"0000000000000000","items":["#);
+    let mut item = String::new();
+    for i in 0.. {
+        let mut pick = |n: usize| (rng.next() % n as u64) as usize;
+        item.clear();
+        let _ = write!(
+            item,
+            r#"{}{{"id":{},"name":"{}-{}","sku":"{}{:05}","price":{}.{:02},"qty":{},"#,
+            if i == 0 { "" } else { "," },
+            10_000 + i,
+            NAMES[pick(NAMES.len())],
+            COLORS[pick(COLORS.len())],
+            &NAMES[pick(NAMES.len())][..3].to_ascii_uppercase(),
+            pick(100_000),
+            1 + pick(500),
+            pick(100),
+            pick(250),
+        );
+        let _ = write!(
+            item,
+            r#""tags":["{}","{}"],"site":"{}","active":{},"updated":"2025-{:02}-{:02}T{:02}:{:02}:{:02}Z"}}"#,
+            COLORS[pick(COLORS.len())],
+            ["new", "sale", "bulk", "eco"][pick(4)],
+            SITES[pick(SITES.len())],
+            pick(5) != 0,
+            1 + pick(12),
+            1 + pick(28),
+            pick(24),
+            pick(60),
+            pick(60),
+        );
+        if doc.len() + item.len() + TAIL.len() > size {
+            break;
+        }
+        doc.push_str(&item);
+    }
+    let (head, tail) = TAIL.split_at(TAIL.len() - 2);
+    doc.push_str(head);
+    while doc.len() + tail.len() < size {
+        let room = size - tail.len() - doc.len();
+        doc.push_str(&FILL[..room.min(FILL.len())]);
+    }
+    doc.push_str(tail);
+    doc
+}
+
 /// The parsed command line.
 #[derive(Debug, Clone)]
 struct Config {
@@ -205,6 +404,8 @@ struct Config {
     conns: usize,
     /// Echo: messages in flight per connection.
     inflight: usize,
+    /// What the messages carry.
+    payload: Payload,
     /// Payload bytes per message (the smallest, with `size_max`).
     size: usize,
     /// Echo: the largest random payload size (equal to `size` when fixed).
@@ -243,6 +444,12 @@ struct Config {
     /// TLS: the client configuration, built once the flags are checked.
     #[cfg(feature = "tls")]
     tls_client: Option<tls::Client>,
+    /// permessage-deflate on every connection.
+    deflate: bool,
+    /// The client's zlib level (0..=9).
+    deflate_level: u32,
+    /// Compress every message from scratch (no prepared frames).
+    deflate_full: bool,
     /// Free text copied into the JSON result.
     label: String,
     /// Print progress lines: `Some(true)` always, `Some(false)` never,
@@ -259,6 +466,7 @@ impl Config {
             mode: Mode::Echo,
             conns: 10,
             inflight: 1,
+            payload: Payload::Filler,
             size: 64,
             size_max: 0,
             pause: Duration::ZERO,
@@ -278,9 +486,14 @@ impl Config {
             insecure: false,
             #[cfg(feature = "tls")]
             tls_client: None,
+            deflate: false,
+            deflate_level: 6,
+            deflate_full: false,
             label: String::new(),
             progress: None,
         };
+        let mut size = None;
+        let mut level_given = false;
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             let (flag, inline) = match arg.split_once('=') {
@@ -315,7 +528,16 @@ impl Config {
                 }
                 "--conns" => c.conns = number(&flag, &value()?)?,
                 "--inflight" => c.inflight = number(&flag, &value()?)?,
-                "--size" => c.size = number(&flag, &value()?)?,
+                "--size" => size = Some(number(&flag, &value()?)?),
+                "--payload" => {
+                    c.payload = match value()?.as_str() {
+                        "filler" => Payload::Filler,
+                        "chat" => Payload::Chat,
+                        "ticker" => Payload::Ticker,
+                        "json16k" => Payload::Json16k,
+                        other => return Err(format!("--payload: unknown kind `{other}`")),
+                    }
+                }
                 "--size-max" => c.size_max = number(&flag, &value()?)?,
                 "--pause" => c.pause = seconds(&flag, &value()?)?,
                 "--kind" => {
@@ -351,6 +573,16 @@ impl Config {
                 "--ca" => c.ca = Some(value()?),
                 "--server-name" => c.server_name = value()?,
                 "--insecure" => c.insecure = true,
+                "--deflate" => c.deflate = true,
+                "--deflate-full" => c.deflate_full = true,
+                "--deflate-level" => {
+                    let v = value()?;
+                    c.deflate_level = match v.parse::<u32>() {
+                        Ok(n) if n <= 9 => n,
+                        _ => return Err(format!("--deflate-level: `{v}` is not 0..=9")),
+                    };
+                    level_given = true;
+                }
                 "--label" => c.label = value()?,
                 "--progress" => c.progress = Some(true),
                 "--quiet" => c.progress = Some(false),
@@ -362,6 +594,24 @@ impl Config {
                 "--addr {}: only loopback targets are allowed",
                 c.addr
             ));
+        }
+        match c.payload.document() {
+            None => c.size = size.unwrap_or(c.size),
+            Some((doc, _)) => {
+                let kind = c.payload.name();
+                if size.is_some_and(|s| s != doc.len()) {
+                    return Err(format!(
+                        "--size: --payload {kind} is {} bytes; drop --size or give that",
+                        doc.len()
+                    ));
+                }
+                if c.size_max != 0 && c.size_max != doc.len() {
+                    return Err(format!(
+                        "--size-max: --payload {kind} has one size; use --payload filler"
+                    ));
+                }
+                c.size = doc.len();
+            }
         }
         if c.mode == Mode::Broadcast && c.size < 2 * STAMP {
             return Err(format!(
@@ -412,6 +662,21 @@ impl Config {
             }
             if c.ca.is_some() == c.insecure {
                 return Err("--tls needs one of --ca FILE (verify) or --insecure".into());
+            }
+        }
+        if (level_given || c.deflate_full) && !c.deflate {
+            return Err("--deflate-level and --deflate-full need --deflate".into());
+        }
+        if c.deflate {
+            if !cfg!(feature = "deflate") {
+                return Err(
+                    "--deflate: this wsbench was built without permessage-deflate; rebuild \
+                     it with `cargo build --release --features deflate --example wsbench`"
+                        .into(),
+                );
+            }
+            if c.raw {
+                return Err("--deflate and --raw: the raw servers have no extensions".into());
             }
         }
         #[cfg(feature = "tls")]
@@ -529,11 +794,16 @@ impl Histogram {
     }
 }
 
-/// Writes `v` as ASCII stamp bytes (6 bits each, `'0'..='o'`), as many as
-/// `out` holds: valid UTF-8, so text frames can carry it.
+/// The 64 stamp digits: ASCII that needs no escape in a JSON string (nor
+/// in a URL), so text frames and JSON payloads can carry stamps; zero is
+/// `'0'`.
+const STAMP_DIGITS: &[u8; 64] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-_";
+
+/// Writes `v` as stamp bytes (6 bits each, least significant first, see
+/// [`STAMP_DIGITS`]), as many as `out` holds.
 fn put_stamp(out: &mut [u8], v: u64) {
     for (i, b) in out.iter_mut().enumerate() {
-        *b = b'0' + ((v >> (6 * i)) & 63) as u8;
+        *b = STAMP_DIGITS[((v >> (6 * i)) & 63) as usize];
     }
 }
 
@@ -541,7 +811,14 @@ fn put_stamp(out: &mut [u8], v: u64) {
 fn get_stamp(bytes: &[u8]) -> Option<u64> {
     let mut v = 0u64;
     for (i, &b) in bytes.iter().enumerate() {
-        let digit = b.checked_sub(b'0').filter(|d| *d < 64)?;
+        let digit = match b {
+            b'0'..=b'9' => b - b'0',
+            b'A'..=b'Z' => b - b'A' + 10,
+            b'a'..=b'z' => b - b'a' + 36,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        };
         v |= u64::from(digit) << (6 * i);
     }
     Some(v)
@@ -573,19 +850,59 @@ struct Wire {
     payload_at: usize,
     /// The payload length of `template` (`--size`).
     size: usize,
-    /// The plain payload (the filler around the stamps), `--size-max`
-    /// bytes; a message of length `n` carries its first `n` bytes.
+    /// The plain payload (the filler or JSON document around the stamps),
+    /// `--size-max` bytes; a message of length `n` carries its first `n`
+    /// bytes.
     plain: Vec<u8>,
     /// `plain` masked with `key` (random-size messages copy a prefix).
     masked: Vec<u8>,
+    /// Where the stamps go in a payload: 0 for filler, the `"id"` string
+    /// of a JSON payload.
+    stamp_at: usize,
     /// The opcode of data frames.
     opcode: u8,
+    /// `--deflate`: this thread's compressor, inflater and buffers.
+    #[cfg(feature = "deflate")]
+    deflate: Option<Box<deflate::Codec>>,
+    /// `--deflate` without `--deflate-full`: per client window size
+    /// (9..=15) and number of stamps (1, 2), the masked frame of a
+    /// `--size` message compressed from a fresh context, its stamps in a
+    /// stored block (see [`deflate::Codec::prepare`]), built on first use.
+    #[cfg(feature = "deflate")]
+    prepared: [[Prepared; 2]; 7],
+    /// How many bytes longer the first prepared message was than the same
+    /// message compressed whole.
+    #[cfg(feature = "deflate")]
+    prepared_extra: Option<i64>,
+    /// `--deflate-full`: compress every message from scratch.
+    #[cfg(feature = "deflate")]
+    deflate_full: bool,
+}
+
+/// A message frame compressed once, into which stamps are patched.
+#[cfg(feature = "deflate")]
+enum Prepared {
+    /// Not built yet.
+    Unbuilt,
+    /// The masked frame; where the stamp field's bytes are in it, and
+    /// where in the payload (for the mask).
+    Frame {
+        frame: Vec<u8>,
+        stamps_at: usize,
+        mask_at: usize,
+    },
+    /// The payload does not fit the scheme: compress every message.
+    Unfit,
 }
 
 impl Wire {
     /// Builds the template for `size`-byte messages.
     fn new(cfg: &Config, key: [u8; 4]) -> Wire {
-        let plain: Vec<u8> = (0..cfg.size_max).map(|i| b'a' + (i % 26) as u8).collect();
+        let (plain, stamp_at) = cfg.payload.document().unwrap_or_else(|| {
+            let filler = (0..cfg.size_max).map(|i| b'a' + (i % 26) as u8).collect();
+            (filler, 0)
+        });
+        debug_assert_eq!(plain.len(), cfg.size_max);
         if cfg.raw {
             return Wire {
                 raw: true,
@@ -595,7 +912,16 @@ impl Wire {
                 size: cfg.size,
                 masked: plain.clone(),
                 plain,
+                stamp_at,
                 opcode: cfg.opcode(),
+                #[cfg(feature = "deflate")]
+                deflate: None,
+                #[cfg(feature = "deflate")]
+                prepared: std::array::from_fn(|_| [Prepared::Unfit, Prepared::Unfit]),
+                #[cfg(feature = "deflate")]
+                prepared_extra: None,
+                #[cfg(feature = "deflate")]
+                deflate_full: true,
             };
         }
         let masked: Vec<u8> = plain
@@ -614,13 +940,27 @@ impl Wire {
             size: cfg.size,
             plain,
             masked,
+            stamp_at,
             opcode: cfg.opcode(),
+            #[cfg(feature = "deflate")]
+            deflate: cfg.deflate.then(|| {
+                Box::new(deflate::Codec::new(
+                    cfg.deflate_level,
+                    cfg.mode == Mode::Broadcast,
+                ))
+            }),
+            #[cfg(feature = "deflate")]
+            prepared: std::array::from_fn(|_| [Prepared::Unbuilt, Prepared::Unbuilt]),
+            #[cfg(feature = "deflate")]
+            prepared_extra: None,
+            #[cfg(feature = "deflate")]
+            deflate_full: cfg.deflate_full,
         }
     }
 
     /// Appends one message of `len` payload bytes (`--size` or, for
     /// WebSocket, up to `--size-max`) carrying `stamps` (each written as
-    /// [`STAMP`] bytes, truncated to the payload) to `out`.
+    /// [`STAMP`] bytes from `stamp_at`, truncated to the payload) to `out`.
     fn push(&self, out: &mut Vec<u8>, len: usize, stamps: &[u64]) {
         let at = if self.raw || len == self.size {
             let at = out.len() + self.payload_at;
@@ -633,39 +973,135 @@ impl Wire {
             at
         };
         let payload = &mut out[at..at + len];
-        let mut bytes = [0u8; 2 * STAMP];
-        for (i, &v) in stamps.iter().enumerate() {
-            put_stamp(&mut bytes[i * STAMP..(i + 1) * STAMP], v);
+        let (bytes, n) = self.stamps(len, stamps);
+        let from = self.stamp_at.min(len);
+        for (i, (p, b)) in payload[from..from + n].iter_mut().zip(&bytes).enumerate() {
+            *p = b ^ self.key[(from + i) & 3];
         }
-        let n = (stamps.len() * STAMP).min(payload.len());
-        for (i, (p, b)) in payload[..n].iter_mut().zip(&bytes[..n]).enumerate() {
-            *p = b ^ self.key[i & 3];
+    }
+
+    /// The stamp bytes of `stamps` and how many of them fit in a payload
+    /// of `len` bytes from `stamp_at`.
+    fn stamps(&self, len: usize, stamps: &[u64]) -> ([u8; 2 * STAMP], usize) {
+        stamp_bytes(self.stamp_at, len, stamps)
+    }
+
+    /// `--deflate`: appends one message like [`Wire::push`], its payload
+    /// compressed for `session`, in a frame with RSV1 set. A `--size`
+    /// message from a fresh context (the client's context not kept)
+    /// copies a frame compressed once and patches the stamps in it, as
+    /// plain messages do; others (and all with `--deflate-full`) are
+    /// compressed from scratch.
+    #[cfg(feature = "deflate")]
+    fn push_deflated(
+        &mut self,
+        out: &mut Vec<u8>,
+        session: &mut deflate::Session,
+        len: usize,
+        stamps: &[u64],
+    ) -> Result<(), String> {
+        let (bytes, n) = self.stamps(len, stamps);
+        let Some(codec) = self.deflate.as_mut() else {
+            return Err("--deflate without a compressor".into());
+        };
+        let params = session.params();
+        let count = stamps.len();
+        if len == self.size
+            && !params.client_takeover
+            && !self.deflate_full
+            && (1..=2).contains(&count)
+        {
+            let bits = params.client_window_bits;
+            let slot = &mut self.prepared[usize::from(bits - 9)][count - 1];
+            if let Prepared::Unbuilt = slot {
+                let from = self.stamp_at.min(len);
+                let region = (count * STAMP).min(len - from);
+                // Stamps as a run carries them: a sequence number in the
+                // hundred thousands, a publish time seconds into the run.
+                let (sample, _) = stamp_bytes(from, len, &[123_456, 2_345_678_901][..count]);
+                *slot = match codec.prepare(bits, &self.plain[..len], from, &sample[..region]) {
+                    Some((packed, at, whole)) => {
+                        if self.prepared_extra.is_none() {
+                            self.prepared_extra = Some(packed.len() as i64 - whole as i64);
+                        }
+                        let mut frame = frame_header(0xC0 | self.opcode, packed.len(), self.key);
+                        let payload_at = frame.len();
+                        let key = self.key;
+                        frame.extend(packed.iter().enumerate().map(|(i, b)| b ^ key[i & 3]));
+                        Prepared::Frame {
+                            frame,
+                            stamps_at: payload_at + at,
+                            mask_at: at,
+                        }
+                    }
+                    None => Prepared::Unfit,
+                };
+            }
+            if let Prepared::Frame {
+                frame,
+                stamps_at,
+                mask_at,
+            } = slot
+            {
+                let base = out.len() + *stamps_at;
+                out.extend_from_slice(frame);
+                for (i, (p, b)) in out[base..base + n].iter_mut().zip(&bytes).enumerate() {
+                    *p = b ^ self.key[(*mask_at + i) & 3];
+                }
+                return Ok(());
+            }
         }
+        codec.plain.clear();
+        codec.plain.extend_from_slice(&self.plain[..len]);
+        let from = self.stamp_at.min(len);
+        codec.plain[from..from + n].copy_from_slice(&bytes[..n]);
+        codec.compress(session)?;
+        put_frame_header(out, 0xC0 | self.opcode, codec.packed.len(), self.key);
+        let key = self.key;
+        out.extend(codec.packed.iter().enumerate().map(|(i, b)| b ^ key[i & 3]));
+        Ok(())
     }
 
     /// Appends a masked control frame (a pong or a close) to `out`.
     fn push_control(&self, out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
-        out.extend_from_slice(&frame_header(0x80 | opcode, payload.len(), self.key));
+        put_frame_header(out, 0x80 | opcode, payload.len(), self.key);
         out.extend(payload.iter().enumerate().map(|(i, b)| b ^ self.key[i & 3]));
     }
 }
 
+/// The stamp bytes of `stamps` and how many of them fit in a payload of
+/// `len` bytes from `stamp_at` (see [`Wire::push`]).
+fn stamp_bytes(stamp_at: usize, len: usize, stamps: &[u64]) -> ([u8; 2 * STAMP], usize) {
+    let mut bytes = [0u8; 2 * STAMP];
+    for (i, &v) in stamps.iter().enumerate() {
+        put_stamp(&mut bytes[i * STAMP..(i + 1) * STAMP], v);
+    }
+    let room = len.saturating_sub(stamp_at);
+    (bytes, (stamps.len() * STAMP).min(room))
+}
+
 /// A masked frame header with the shortest length encoding.
 fn frame_header(b0: u8, len: usize, key: [u8; 4]) -> Vec<u8> {
-    let mut head = vec![b0];
+    let mut head = Vec::with_capacity(14);
+    put_frame_header(&mut head, b0, len, key);
+    head
+}
+
+/// Appends a masked frame header (see [`frame_header`]) to `out`.
+fn put_frame_header(out: &mut Vec<u8>, b0: u8, len: usize, key: [u8; 4]) {
+    out.push(b0);
     match len {
-        n if n < 126 => head.push(0x80 | n as u8),
+        n if n < 126 => out.push(0x80 | n as u8),
         n if n <= usize::from(u16::MAX) => {
-            head.push(0x80 | 126);
-            head.extend_from_slice(&(n as u16).to_be_bytes());
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
         }
         n => {
-            head.push(0x80 | 127);
-            head.extend_from_slice(&(n as u64).to_be_bytes());
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
         }
     }
-    head.extend_from_slice(&key);
-    head
+    out.extend_from_slice(&key);
 }
 
 /// Where a connection is in its life.
@@ -736,6 +1172,9 @@ struct Conn {
     received: u64,
     /// Subscriber: sequence numbers skipped and not (yet) seen.
     missing: HashSet<u64>,
+    /// `--deflate`: what the `101` settled, once open.
+    #[cfg(feature = "deflate")]
+    deflate: Option<deflate::Session>,
 }
 
 impl Conn {
@@ -757,6 +1196,20 @@ struct Stats {
     done_total: u64,
     /// Echo: payload bytes of the round trips in the measured window.
     done_bytes: u64,
+    /// Data messages sent inside the measured window (echo requests,
+    /// publishes).
+    sent: u64,
+    /// Data messages received compressed inside the measured window.
+    compressed_in: u64,
+    /// Bytes written to the sockets inside the measured window.
+    wire_out: u64,
+    /// Bytes read from the sockets inside the measured window.
+    wire_in: u64,
+    /// `--deflate`: the first `Sec-WebSocket-Extensions` response seen.
+    deflate_response: Option<String>,
+    /// `--deflate`: how many bytes longer a prepared message was than the
+    /// same message compressed whole (the first thread's figure).
+    deflate_prepared_extra: Option<i64>,
     /// Connections opened.
     opened: u64,
     /// Connections that failed to open.
@@ -806,6 +1259,12 @@ impl Stats {
             done: 0,
             done_total: 0,
             done_bytes: 0,
+            sent: 0,
+            compressed_in: 0,
+            wire_out: 0,
+            wire_in: 0,
+            deflate_response: None,
+            deflate_prepared_extra: None,
             opened: 0,
             connect_failed: 0,
             errors: 0,
@@ -835,6 +1294,16 @@ impl Stats {
         self.done += other.done;
         self.done_total += other.done_total;
         self.done_bytes += other.done_bytes;
+        self.sent += other.sent;
+        self.compressed_in += other.compressed_in;
+        self.wire_out += other.wire_out;
+        self.wire_in += other.wire_in;
+        if self.deflate_response.is_none() {
+            self.deflate_response = other.deflate_response;
+        }
+        if self.deflate_prepared_extra.is_none() {
+            self.deflate_prepared_extra = other.deflate_prepared_extra;
+        }
         self.opened += other.opened;
         self.connect_failed += other.connect_failed;
         self.errors += other.errors;
@@ -970,6 +1439,10 @@ impl Ctx {
         {
             conn.tls = None;
         }
+        #[cfg(feature = "deflate")]
+        {
+            conn.deflate = None;
+        }
         conn.out = Vec::new();
         conn.inbuf = Vec::new();
     }
@@ -1092,6 +1565,30 @@ impl Ctx {
         if header("Sec-WebSocket-Accept") != Some(conn.accept.as_bytes()) {
             return Err("wrong Sec-WebSocket-Accept".into());
         }
+        let extensions: Vec<&[u8]> = response
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("Sec-WebSocket-Extensions"))
+            .map(|h| h.value)
+            .collect();
+        if !self.cfg.deflate {
+            if !extensions.is_empty() {
+                return Err("101 with Sec-WebSocket-Extensions, none offered".into());
+            }
+            return Ok(Some(used));
+        }
+        #[cfg(feature = "deflate")]
+        {
+            let params = deflate::parse_response(&extensions)?;
+            conn.deflate = Some(deflate::Session::new(params));
+            if self.stats.deflate_response.is_none() {
+                let joined: Vec<String> = extensions
+                    .iter()
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .collect();
+                self.stats.deflate_response = Some(joined.join(", "));
+            }
+        }
         Ok(Some(used))
     }
 
@@ -1125,7 +1622,13 @@ impl Ctx {
                 break;
             }
             let (b0, b1) = (rest[0], rest[1]);
-            if b1 & 0x80 != 0 || b0 & 0x70 != 0 {
+            // RSV1: a compressed message, on data frames of a connection
+            // that negotiated permessage-deflate only.
+            let rsv1 = b0 & 0x40 != 0;
+            if b1 & 0x80 != 0
+                || b0 & 0x30 != 0
+                || rsv1 && !(deflated(conn) && matches!(b0 & 0x0F, 0x1 | 0x2))
+            {
                 self.finish(
                     conn,
                     Some("masked or reserved-bit frame from the server".into()),
@@ -1155,6 +1658,7 @@ impl Ctx {
             let payload = &rest[head..head + len];
             at += head + len;
             match (b0 & 0x80 != 0, b0 & 0x0F) {
+                (true, op @ (0x1 | 0x2)) if rsv1 => self.compressed(conn, idx, op, payload),
                 (true, op @ (0x1 | 0x2)) => self.message(conn, idx, op, payload),
                 (true, 0x9) => {
                     self.stats.pings += 1;
@@ -1184,6 +1688,54 @@ impl Ctx {
         at
     }
 
+    /// `--deflate`: inflates one compressed data message (with this
+    /// thread's inflater, or the connection's own when the server keeps
+    /// its context) and handles it.
+    fn compressed(&mut self, conn: &mut Conn, idx: usize, opcode: u8, payload: &[u8]) {
+        #[cfg(feature = "deflate")]
+        {
+            // The codec is lent out while the message it inflated (in its
+            // buffers) is checked.
+            let (Some(mut codec), Some(session)) =
+                (self.wire.deflate.take(), conn.deflate.as_mut())
+            else {
+                return self.finish(conn, Some("compressed frame without deflate".into()));
+            };
+            match codec.inflate(session, payload, MAX_PAYLOAD) {
+                Ok(inflated) => {
+                    if self.measuring {
+                        self.stats.compressed_in += 1;
+                    }
+                    self.message(conn, idx, opcode, inflated);
+                }
+                Err(why) => self.finish(conn, Some(why)),
+            }
+            self.wire.deflate = Some(codec);
+        }
+        #[cfg(not(feature = "deflate"))]
+        {
+            let _ = (idx, opcode, payload);
+            self.finish(conn, Some("compressed frame without deflate".into()));
+        }
+    }
+
+    /// Appends one data message of `len` payload bytes carrying `stamps`
+    /// to `conn`'s output: compressed if the connection negotiated
+    /// permessage-deflate.
+    fn push_message(&mut self, conn: &mut Conn, len: usize, stamps: &[u64]) {
+        if self.measuring {
+            self.stats.sent += 1;
+        }
+        #[cfg(feature = "deflate")]
+        if let Some(session) = conn.deflate.as_mut() {
+            if let Err(why) = self.wire.push_deflated(&mut conn.out, session, len, stamps) {
+                self.stats.error(|| format!("compressing a message: {why}"));
+            }
+            return;
+        }
+        self.wire.push(&mut conn.out, len, stamps);
+    }
+
     /// Handles one data message.
     fn message(&mut self, conn: &mut Conn, idx: usize, opcode: u8, payload: &[u8]) {
         if conn.phase != Phase::Open && conn.phase != Phase::Closing {
@@ -1206,11 +1758,15 @@ impl Ctx {
         }
         match conn.role {
             Role::Echo => {
-                let n = STAMP.min(payload.len());
+                let at = self.wire.stamp_at.min(len);
+                let n = STAMP.min(len - at);
                 let mut want = [0u8; STAMP];
                 put_stamp(&mut want[..n], conn.expect_seq);
-                if payload[..n] != want[..n] || payload[n..] != plain[n..] {
-                    let seq = get_stamp(&payload[..n]);
+                if payload[at..at + n] != want[..n]
+                    || payload[..at] != plain[..at]
+                    || payload[at + n..] != plain[at + n..]
+                {
+                    let seq = get_stamp(&payload[at..at + n]);
                     let expected = conn.expect_seq;
                     self.stats
                         .error(|| format!("echo reply {seq:?} differs from message {expected}"));
@@ -1232,14 +1788,17 @@ impl Ctx {
                 }
             }
             Role::Subscriber => {
-                let seq = get_stamp(&payload[..STAMP]);
-                let sent = get_stamp(&payload[STAMP..2 * STAMP]);
+                let at = self.wire.stamp_at;
+                let seq = get_stamp(&payload[at..at + STAMP]);
+                let sent = get_stamp(&payload[at + STAMP..at + 2 * STAMP]);
                 let (Some(seq), Some(sent)) = (seq, sent) else {
                     self.stats
                         .error(|| "broadcast payload without stamps".into());
                     return;
                 };
-                if payload[2 * STAMP..] != plain[2 * STAMP..] {
+                if payload[..at] != plain[..at]
+                    || payload[at + 2 * STAMP..] != plain[at + 2 * STAMP..]
+                {
                     self.stats
                         .error(|| format!("broadcast message {seq} corrupted"));
                 }
@@ -1359,6 +1918,8 @@ impl Worker {
             paused: 0,
             received: 0,
             missing: HashSet::new(),
+            #[cfg(feature = "deflate")]
+            deflate: None,
         };
         let source = self.next_source;
         self.next_source = (self.next_source + 1) % self.ctx.cfg.sources;
@@ -1432,10 +1993,17 @@ impl Worker {
         let _ = write!(
             AsString(&mut conn.out),
             "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nUser-Agent: wsbench\r\n\r\n",
+             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nUser-Agent: wsbench\r\n",
             ctx.cfg.path,
             ctx.cfg.addr
         );
+        if ctx.cfg.deflate {
+            let _ = write!(
+                AsString(&mut conn.out),
+                "Sec-WebSocket-Extensions: {OFFER_DEFLATE}\r\n"
+            );
+        }
+        conn.out.extend_from_slice(b"\r\n");
         conn.phase = Phase::Handshaking;
         ctx.mark_dirty(conn, idx);
     }
@@ -1473,6 +2041,9 @@ impl Worker {
                 }
                 Ok(n) => {
                     ctx.now = ctx.shared.now();
+                    if ctx.measuring {
+                        ctx.stats.wire_in += n as u64;
+                    }
                     #[cfg(feature = "tls")]
                     if conn.tls.is_some() {
                         if !ctx.decrypt(conn, idx, &rbuf[..n], pbuf) {
@@ -1508,8 +2079,10 @@ impl Worker {
         }
         #[cfg(feature = "tls")]
         if let Some(tls) = conn.tls.as_mut() {
-            if let Err(e) = tls::send(tls, &conn.out[conn.out_pos..], stream) {
-                return ctx.finish(conn, Some(e.to_string()));
+            match tls::send(tls, &conn.out[conn.out_pos..], stream) {
+                Ok(written) if ctx.measuring => ctx.stats.wire_out += written as u64,
+                Ok(_) => {}
+                Err(e) => return ctx.finish(conn, Some(e.to_string())),
             }
             conn.out.clear();
             conn.out_pos = 0;
@@ -1517,7 +2090,12 @@ impl Worker {
         }
         while conn.out_pos < conn.out.len() {
             match stream.write(&conn.out[conn.out_pos..]) {
-                Ok(n) => conn.out_pos += n,
+                Ok(n) => {
+                    conn.out_pos += n;
+                    if ctx.measuring {
+                        ctx.stats.wire_out += n as u64;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return ctx.finish(conn, Some(e.to_string())),
@@ -1679,8 +2257,7 @@ impl Worker {
         let now = ctx.shared.now();
         for _ in outstanding..ctx.cfg.window {
             let size = ctx.wire.size;
-            ctx.wire
-                .push(&mut conn.out, size, &[ctx.stats.published, now]);
+            ctx.push_message(conn, size, &[ctx.stats.published, now]);
             ctx.stats.published += 1;
         }
         ctx.mark_dirty(conn, idx);
@@ -1779,9 +2356,20 @@ fn send_echo(ctx: &mut Ctx, conn: &mut Conn, now: u64) {
     } else {
         min
     };
-    ctx.wire.push(&mut conn.out, len, &[conn.next_seq]);
+    ctx.push_message(conn, len, &[conn.next_seq]);
     conn.next_seq += 1;
     conn.sent_at.push_back((now, len));
+}
+
+/// Whether `conn` negotiated permessage-deflate.
+fn deflated(conn: &Conn) -> bool {
+    #[cfg(feature = "deflate")]
+    return conn.deflate.is_some();
+    #[cfg(not(feature = "deflate"))]
+    {
+        let _ = conn;
+        false
+    }
 }
 
 /// Lets `write!` append to a byte vector.
@@ -1950,6 +2538,10 @@ fn run_worker(thread: usize, cfg: Arc<Config>, shared: Arc<Shared>) -> io::Resul
     }
     w.close_all()?;
     w.ctx.stats.probe = probe;
+    #[cfg(feature = "deflate")]
+    {
+        w.ctx.stats.deflate_prepared_extra = w.ctx.wire.prepared_extra;
+    }
     Ok(w.ctx.stats)
 }
 
@@ -2214,6 +2806,8 @@ fn report(cfg: &Config, s: &Stats, probe: &Probe, rss_before: Option<u64>) {
         .num("sources", Some(cfg.sources as f64))
         .num("size", Some(cfg.size as f64))
         .str("kind", kind)
+        .str("payload", cfg.payload.name())
+        .field("deflate", if cfg.deflate { "true" } else { "false" })
         .num("window_s", Some(probe.window_s));
     let pct = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.0}%"));
     println!(
@@ -2334,6 +2928,65 @@ fn report(cfg: &Config, s: &Stats, probe: &Probe, rss_before: Option<u64>) {
                 .num("rss_after_kb", rss_after.map(|v| v as f64))
                 .num("rss_per_conn_bytes", per_conn);
         }
+    }
+    // Bytes on the sockets per message sent and per message received.
+    let per_out =
+        (cfg.mode != Mode::Connect && s.sent > 0).then(|| s.wire_out as f64 / s.sent as f64);
+    let per_in =
+        (cfg.mode != Mode::Connect && s.done > 0).then(|| s.wire_in as f64 / s.done as f64);
+    let compressed_pct =
+        (cfg.deflate && s.done > 0).then(|| s.compressed_in as f64 * 100.0 / s.done as f64);
+    if cfg.deflate {
+        let prepared = match s.deflate_prepared_extra {
+            Some(extra) => format!(
+                "; its messages are prepared frames, {extra:+} B against compressing \
+                 each whole"
+            ),
+            None => String::new(),
+        };
+        println!(
+            "  permessage-deflate: {} (wsbench compresses at level {}{prepared})",
+            s.deflate_response.as_deref().unwrap_or("not negotiated"),
+            cfg.deflate_level
+        );
+    }
+    if let (Some(out), Some(inb)) = (per_out, per_in) {
+        let (sent, received, plural) = match cfg.mode {
+            Mode::Broadcast => ("publish", "delivery", "deliveries"),
+            _ => ("request", "reply", "replies"),
+        };
+        let payload = if cfg.mode == Mode::Echo && s.done > 0 {
+            s.done_bytes as f64 / s.done as f64
+        } else {
+            cfg.size as f64
+        };
+        let compressed = compressed_pct.map_or(String::new(), |p| {
+            format!(", {p:.0}% of {plural} compressed")
+        });
+        println!(
+            "  wire: {out:.1} B out per {sent}, {inb:.1} B in per {received} \
+             (payload {payload:.0} B{compressed})"
+        );
+    }
+    json.num("wire_bytes_out", Some(s.wire_out as f64))
+        .num("wire_bytes_in", Some(s.wire_in as f64))
+        .num("wire_bytes_out_per_msg", per_out)
+        .num("wire_bytes_in_per_msg", per_in);
+    if cfg.deflate {
+        json.num("deflate_level", Some(f64::from(cfg.deflate_level)))
+            .field(
+                "deflate_full",
+                if cfg.deflate_full { "true" } else { "false" },
+            )
+            .num(
+                "deflate_prepared_extra_bytes",
+                s.deflate_prepared_extra.map(|v| v as f64),
+            )
+            .str(
+                "deflate_response",
+                s.deflate_response.as_deref().unwrap_or(""),
+            )
+            .num("compressed_in_pct", compressed_pct);
     }
     if cfg.mode != Mode::Connect {
         json.num("lat_p50_us", Some(s.latency.us(0.5)))
@@ -2511,24 +3164,26 @@ mod tls {
     }
 
     /// Puts `plain` (all of it: the session's buffer is unbounded) into
-    /// `session` and writes its ciphertext to `socket` as far as it takes.
+    /// `session` and writes its ciphertext to `socket` as far as it takes;
+    /// returns the bytes written to `socket`.
     pub fn send(
         session: &mut ClientConnection,
         plain: &[u8],
         socket: &mut impl Write,
-    ) -> io::Result<()> {
+    ) -> io::Result<usize> {
         if !plain.is_empty() {
             session.writer().write_all(plain)?;
         }
+        let mut written = 0;
         while session.wants_write() {
             match session.write_tls(socket) {
-                Ok(_) => {}
+                Ok(n) => written += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
+        Ok(written)
     }
 
     /// `--insecure`: any certificate is accepted, but the handshake
@@ -2579,6 +3234,786 @@ mod tls {
 
         fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
             self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &str) -> Result<Config, String> {
+        Config::parse(args.split_whitespace().map(String::from))
+    }
+
+    #[test]
+    fn stamps_round_trip_in_json_safe_digits() {
+        for v in [0, 1, 63, 64, 4095, 1 << 47, (1 << 48) - 1, 0xDEAD_BEEF] {
+            let mut b = [0u8; STAMP];
+            put_stamp(&mut b, v);
+            assert!(
+                b.iter()
+                    .all(|c| c.is_ascii_alphanumeric() || b"-_".contains(c))
+            );
+            assert_eq!(get_stamp(&b), Some(v));
+        }
+        assert_eq!(get_stamp(b"0000000\\"), None);
+    }
+
+    #[test]
+    fn payload_documents() {
+        for (kind, size) in [
+            (Payload::Chat, 60..=80),
+            (Payload::Ticker, 190..=210),
+            (Payload::Json16k, 16384..=16384),
+        ] {
+            let (doc, at) = kind.document().unwrap();
+            assert!(
+                size.contains(&doc.len()),
+                "{} is {} B",
+                kind.name(),
+                doc.len()
+            );
+            assert!(doc.is_ascii() && !doc.contains(&b'\\'));
+            assert_eq!((doc[0], doc[doc.len() - 1]), (b'{', b'}'));
+            assert_eq!(&doc[at - 6..at], br#""id":""#);
+            assert_eq!(&doc[at..at + 2 * STAMP + 1], b"0000000000000000\"");
+            assert_eq!(kind.document().unwrap().0, doc, "deterministic");
+        }
+    }
+
+    #[test]
+    fn payload_flags() {
+        let c = parse("--payload ticker").unwrap();
+        assert_eq!((c.size, c.size_max), (200, 200));
+        let c = parse("--payload json16k --size 16384 --mode broadcast").unwrap();
+        assert_eq!(c.size, 16384);
+        assert!(parse("--payload chat --size 64").is_err());
+        assert!(parse("--payload chat --size-max 100").is_err());
+        assert!(parse("--payload yaml").is_err());
+        assert_eq!(parse("--size 100").unwrap().size, 100);
+        assert!(parse("--deflate-level 3").is_err());
+        assert!(parse("--deflate --raw").is_err());
+        assert_eq!(parse("--deflate").is_ok(), cfg!(feature = "deflate"));
+        assert!(parse("--deflate --deflate-level 10").is_err());
+    }
+
+    /// The frame [`Wire::push`] built, unmasked: (first byte, payload).
+    fn unframe(frame: &[u8]) -> (u8, Vec<u8>) {
+        let (len, at) = match frame[1] & 0x7F {
+            126 => (usize::from(u16::from_be_bytes([frame[2], frame[3]])), 4),
+            127 => panic!("no 64-bit lengths here"),
+            n => (usize::from(n), 2),
+        };
+        let key = &frame[at..at + 4];
+        let payload = &frame[at + 4..];
+        assert_eq!(payload.len(), len);
+        let plain = payload
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ key[i & 3])
+            .collect();
+        (frame[0], plain)
+    }
+
+    #[test]
+    fn stamps_land_in_the_id_field() {
+        let cfg = parse("--payload chat").unwrap();
+        let wire = Wire::new(&cfg, [1, 2, 3, 4]);
+        let mut out = Vec::new();
+        wire.push(&mut out, cfg.size, &[77, 1 << 40]);
+        let (b0, payload) = unframe(&out);
+        assert_eq!(b0, 0x81);
+        let at = wire.stamp_at;
+        assert_eq!(get_stamp(&payload[at..at + STAMP]), Some(77));
+        assert_eq!(
+            get_stamp(&payload[at + STAMP..at + 2 * STAMP]),
+            Some(1 << 40)
+        );
+        assert_eq!(payload[..at], wire.plain[..at]);
+        assert_eq!(payload[at + 2 * STAMP..], wire.plain[at + 2 * STAMP..]);
+        // Filler: stamps at the start, truncated to short payloads.
+        let cfg = parse("--size 5 --size-max 40").unwrap();
+        let wire = Wire::new(&cfg, [9, 8, 7, 6]);
+        for len in [5, 40] {
+            out.clear();
+            wire.push(&mut out, len, &[4095]);
+            let (_, payload) = unframe(&out);
+            let n = STAMP.min(len);
+            let mut want = [0u8; STAMP];
+            put_stamp(&mut want[..n], 4095);
+            assert_eq!(payload[..n], want[..n]);
+            assert_eq!(payload[n..], wire.plain[n..len]);
+        }
+    }
+
+    /// Frames [`Wire::push_deflated`] built, for every payload kind and
+    /// both stamp counts, prepared and from scratch, inflate to the
+    /// stamped payload; prepared ones cost at most 24 bytes more (the
+    /// stamps stored, a stored block's header, a second block).
+    #[cfg(feature = "deflate")]
+    #[test]
+    fn deflated_frames() {
+        for args in [
+            "--payload chat",
+            "--payload ticker",
+            "--payload json16k --kind binary",
+            "--size 16",
+            "--size 3",
+            "--size 5000",
+            "--size 100 --size-max 300",
+        ] {
+            for response in [
+                &b"permessage-deflate; server_no_context_takeover; client_no_context_takeover"[..],
+                b"permessage-deflate; client_no_context_takeover; client_max_window_bits=9",
+                b"permessage-deflate",
+            ] {
+                let params = deflate::parse_response(&[response]).unwrap();
+                let mut sizes = Vec::new();
+                for full in ["", " --deflate-full"] {
+                    let cfg = parse(&format!("{args} --deflate{full}")).unwrap();
+                    let mut wire = Wire::new(&cfg, [5, 6, 7, 8]);
+                    let mut tx = deflate::Session::new(params);
+                    let mut rx = deflate::Session::new(deflate::Params {
+                        server_takeover: params.client_takeover,
+                        ..params
+                    });
+                    let mut codec = deflate::Codec::new(1, false);
+                    for (k, stamps) in [[3, 9], [u64::MAX >> 16, 1 << 40], [0, 0], [77, 5]]
+                        .iter()
+                        .enumerate()
+                    {
+                        let len = if k == 3 { cfg.size_max } else { cfg.size };
+                        let stamps = &stamps[..1 + k % 2];
+                        let mut out = Vec::new();
+                        wire.push_deflated(&mut out, &mut tx, len, stamps).unwrap();
+                        let (b0, packed) = unframe(&out);
+                        assert_eq!(b0, 0xC0 | cfg.opcode(), "FIN, RSV1");
+                        let inflated = codec.inflate(&mut rx, &packed, MAX_PAYLOAD).unwrap();
+                        let mut want = wire.plain[..len].to_vec();
+                        let (bytes, n) = wire.stamps(len, stamps);
+                        let at = wire.stamp_at.min(len);
+                        want[at..at + n].copy_from_slice(&bytes[..n]);
+                        assert!(inflated == want, "{args}{full}, {k}");
+                        if k == 0 {
+                            sizes.push(packed.len());
+                        }
+                    }
+                }
+                assert!(sizes[0] <= sizes[1] + 24, "{args}: {sizes:?}");
+            }
+        }
+        // Compression pays: 16 KiB of JSON in well under a third.
+        let cfg = parse("--payload json16k --deflate").unwrap();
+        let mut wire = Wire::new(&cfg, [1, 2, 3, 4]);
+        let params = deflate::parse_response(&[b"permessage-deflate; \
+            server_no_context_takeover; client_no_context_takeover"])
+        .unwrap();
+        let mut out = Vec::new();
+        wire.push_deflated(&mut out, &mut deflate::Session::new(params), cfg.size, &[1])
+            .unwrap();
+        assert!(out.len() < cfg.size / 3, "{} B", out.len());
+        assert!(matches!(wire.prepared[6][0], Prepared::Frame { .. }));
+        assert!(wire.prepared_extra.is_some_and(|extra| extra < 16));
+    }
+}
+
+/// The permessage-deflate client of `--deflate` (RFC 7692), on flate2
+/// directly: what the `101` settled per connection, and per thread the
+/// compressors (one per window size in use), the inflater and the buffers,
+/// all reused from message to message.
+#[cfg(feature = "deflate")]
+mod deflate {
+    use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+
+    /// The end of a sync flush, stripped from every compressed message and
+    /// put back to inflate it (RFC 7692 §7.2.1, §7.2.2).
+    const TAIL: [u8; 4] = [0x00, 0x00, 0xFF, 0xFF];
+
+    /// What the server's response settled for one connection.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Params {
+        /// The largest window the client may compress with
+        /// (`client_max_window_bits=N`, else 15).
+        pub client_window_bits: u8,
+        /// The client keeps its context across messages (the response
+        /// lacks `client_no_context_takeover`).
+        pub client_takeover: bool,
+        /// The server keeps its context across messages (the response
+        /// lacks `server_no_context_takeover`), so the connection needs an
+        /// inflater of its own.
+        pub server_takeover: bool,
+    }
+
+    /// The response's `Sec-WebSocket-Extensions` values (every header, in
+    /// order) as the parameters they settle. Anything but exactly one
+    /// valid permessage-deflate is an error: no extension at all means
+    /// the server declined, and the run must not measure uncompressed
+    /// traffic unawares.
+    pub fn parse_response(values: &[&[u8]]) -> Result<Params, String> {
+        let mut elements = Vec::new();
+        for value in values {
+            let text = std::str::from_utf8(value)
+                .map_err(|_| "Sec-WebSocket-Extensions is not UTF-8".to_string())?;
+            elements.extend(text.split(',').map(str::trim).filter(|e| !e.is_empty()));
+        }
+        let element = match elements[..] {
+            [] => return Err("101 without permessage-deflate: the server declined it".into()),
+            [one] => one,
+            _ => {
+                return Err(format!(
+                    "101 with several extensions: {}",
+                    elements.join(", ")
+                ));
+            }
+        };
+        let mut parts = element.split(';').map(str::trim);
+        if parts.next() != Some("permessage-deflate") {
+            return Err(format!("101 with an extension never offered: {element}"));
+        }
+        let mut params = Params {
+            client_window_bits: 15,
+            client_takeover: true,
+            server_takeover: true,
+        };
+        let mut seen = Vec::new();
+        for part in parts {
+            let (name, value) = match part.split_once('=') {
+                Some((n, v)) => (n.trim(), Some(v.trim().trim_matches('"'))),
+                None => (part, None),
+            };
+            if seen.contains(&name) {
+                return Err(format!("permessage-deflate response repeats {name}"));
+            }
+            seen.push(name);
+            let bits = |range: std::ops::RangeInclusive<u8>| {
+                value
+                    .and_then(|v| v.parse::<u8>().ok())
+                    .filter(|b| range.contains(b))
+                    .ok_or_else(|| format!("permessage-deflate response: bad {part}"))
+            };
+            match (name, value) {
+                ("server_no_context_takeover", None) => params.server_takeover = false,
+                ("client_no_context_takeover", None) => params.client_takeover = false,
+                // Any window inflates with the default 15-bit inflater.
+                ("server_max_window_bits", Some(_)) => {
+                    bits(8..=15)?;
+                }
+                ("client_max_window_bits", Some(_)) => {
+                    params.client_window_bits = bits(8..=15)?;
+                    if params.client_window_bits == 8 {
+                        // zlib cannot write a raw deflate stream with an
+                        // 8-bit window (it would use 9).
+                        return Err("client_max_window_bits=8: zlib cannot compress so".into());
+                    }
+                }
+                _ => return Err(format!("permessage-deflate response: bad parameter {part}")),
+            }
+        }
+        Ok(params)
+    }
+
+    /// One connection's deflate state: its parameters and, where a side
+    /// keeps its context, the connection's own compressor or inflater,
+    /// made on first use (idle connections never need one).
+    pub struct Session {
+        params: Params,
+        compress: Option<Box<Compress>>,
+        decompress: Option<Box<Decompress>>,
+    }
+
+    impl Session {
+        /// A connection with `params` and no contexts yet.
+        pub fn new(params: Params) -> Session {
+            Session {
+                params,
+                compress: None,
+                decompress: None,
+            }
+        }
+
+        /// What the `101` settled.
+        pub fn params(&self) -> Params {
+            self.params
+        }
+    }
+
+    /// One thread's codec.
+    pub struct Codec {
+        /// The client's compression level.
+        level: Compression,
+        /// Shared compressors reset per message, by window bits (9..=15).
+        compressors: [Option<Compress>; 7],
+        /// The shared inflater, reset per message.
+        decompress: Decompress,
+        /// The plain payload of the message being compressed.
+        pub plain: Vec<u8>,
+        /// Its compressed form, without the tail.
+        pub packed: Vec<u8>,
+        /// The last message inflated and not cached.
+        inflated: Vec<u8>,
+        /// Subscribers: messages inflated lately, compressed and plain,
+        /// in sets of two entries by a hash of the compressed bytes
+        /// (empty: no cache) ...
+        cache: Vec<Option<(Vec<u8>, Vec<u8>)>>,
+        /// ... and per set, which of its entries was filled first.
+        cache_older: Vec<u8>,
+    }
+
+    /// Sets of the inflated-message cache (of two entries each): several
+    /// times the messages a broadcast keeps in flight.
+    const CACHE_SETS: usize = 1024;
+    /// The largest message the cache keeps.
+    const CACHED_MAX: usize = 16 * 1024;
+
+    /// The cache set of a compressed message: a hash of its length and of
+    /// its first 64 and last 8 bytes (the stamps are near the start;
+    /// entries are compared whole).
+    fn cache_set(compressed: &[u8], sets: usize) -> usize {
+        let mut h = 0x9E37_79B9_7F4A_7C15u64 ^ compressed.len() as u64;
+        let head = &compressed[..compressed.len().min(64)];
+        let tail = &compressed[compressed.len().saturating_sub(8)..];
+        for part in [head, tail] {
+            for chunk in part.chunks(8) {
+                let mut word = [0u8; 8];
+                word[..chunk.len()].copy_from_slice(chunk);
+                h = (h ^ u64::from_le_bytes(word)).wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+                h ^= h >> 32;
+            }
+        }
+        h as usize % sets
+    }
+
+    impl Codec {
+        /// A codec compressing at `level` (0..=9); with `cache`, it keeps
+        /// the messages it inflated lately (for subscribers, which get
+        /// the same messages).
+        pub fn new(level: u32, cache: bool) -> Codec {
+            Codec {
+                level: Compression::new(level),
+                compressors: Default::default(),
+                decompress: Decompress::new(false),
+                plain: Vec::new(),
+                packed: Vec::new(),
+                inflated: Vec::new(),
+                cache: if cache {
+                    (0..2 * CACHE_SETS).map(|_| None).collect()
+                } else {
+                    Vec::new()
+                },
+                cache_older: vec![0; if cache { CACHE_SETS } else { 0 }],
+            }
+        }
+
+        /// Compresses `plain` into `packed` for `session` (from a fresh
+        /// context unless the client keeps its context), tail stripped.
+        pub fn compress(&mut self, session: &mut Session) -> Result<(), String> {
+            let bits = session.params.client_window_bits;
+            let level = self.level;
+            let new = || match bits {
+                15 => Compress::new(level, false),
+                bits => Compress::new_with_window_bits(level, false, bits),
+            };
+            let compressor = if session.params.client_takeover {
+                &mut **session.compress.get_or_insert_with(|| Box::new(new()))
+            } else {
+                let slot = &mut self.compressors[usize::from(bits - 9)];
+                match slot {
+                    Some(c) => {
+                        c.reset();
+                        c
+                    }
+                    None => slot.insert(new()),
+                }
+            };
+            self.packed.clear();
+            // An empty message right after a flush (context kept) is a lone
+            // `00`: zlib has nothing to flush (RFC 7692 §7.2.3.6).
+            sync_stripped(compressor, &self.plain, &mut self.packed)
+        }
+
+        /// A message `plain` compressed from a fresh context with a
+        /// `bits`-bit window such that its `region` bytes at `at` (the
+        /// stamp field) can change without compressing it again, and where
+        /// those bytes are in the result; `None` if `plain` does not allow
+        /// it. The stream is: the bytes before the field, compressed and
+        /// sync-flushed (ending in the 3 bits of an empty stored block's
+        /// header, its `00 00 ff ff` stripped); that stored block's length
+        /// made `region` instead, then the field's bytes, stored; then the
+        /// bytes after it, compressed with the bytes before it and the
+        /// field as preset dictionary, sync-flushed, tail stripped. The
+        /// field in the dictionary is zeros, which the rest never matches
+        /// (text has no NUL), so no back-reference reads a stamp. Inflated
+        /// once here to check. Also returns, for comparison, the length of
+        /// `plain` compressed whole with `sample` (stamps as a run's
+        /// messages carry them) in the field.
+        pub fn prepare(
+            &mut self,
+            bits: u8,
+            plain: &[u8],
+            at: usize,
+            sample: &[u8],
+        ) -> Option<(Vec<u8>, usize, usize)> {
+            let region = sample.len();
+            let (before, rest) = plain.split_at(at);
+            let (field, after) = rest.split_at(region);
+            if after.contains(&0) || region > usize::from(u16::MAX) {
+                return None;
+            }
+            let level = self.level;
+            let compressor =
+                self.compressors[usize::from(bits - 9)].get_or_insert_with(|| match bits {
+                    15 => Compress::new(level, false),
+                    bits => Compress::new_with_window_bits(level, false, bits),
+                });
+            let mut packed = Vec::new();
+            compressor.reset();
+            sync_stripped(compressor, before, &mut packed).ok()?;
+            let len = region as u16;
+            packed.extend_from_slice(&len.to_le_bytes());
+            packed.extend_from_slice(&(!len).to_le_bytes());
+            let field_at = packed.len();
+            packed.extend_from_slice(field);
+            let mut dictionary = before.to_vec();
+            dictionary.resize(before.len() + region, 0);
+            compressor.reset();
+            compressor.set_dictionary(&dictionary).ok()?;
+            sync_stripped(compressor, after, &mut packed).ok()?;
+            compressor.reset();
+            let mut message = plain.to_vec();
+            message[at..at + region].copy_from_slice(sample);
+            let mut whole = Vec::new();
+            sync_stripped(compressor, &message, &mut whole).ok()?;
+            compressor.reset();
+            // The check: two different stamp fields inflate to themselves.
+            let mut session = Session::new(Params {
+                client_window_bits: bits,
+                client_takeover: false,
+                server_takeover: false,
+            });
+            let mut out = Vec::new();
+            let mut message = plain.to_vec();
+            let mut trial = packed.clone();
+            for fill in [None, Some(b'_')] {
+                if let Some(f) = fill {
+                    trial[field_at..field_at + region].fill(f);
+                    message[at..at + region].fill(f);
+                }
+                self.inflate_uncached(&mut session, &trial, &mut out, plain.len())
+                    .ok()?;
+                if out != message {
+                    return None;
+                }
+            }
+            Some((packed, field_at, whole.len()))
+        }
+
+        /// Inflates one compressed message (`compressed`, its tail
+        /// stripped) for `session` (see [`Codec::inflate_uncached`]) and
+        /// returns it. With the cache, a message from a fresh context in
+        /// the same bytes as one inflated lately (a broadcast, which
+        /// reaches every subscriber in the same bytes) comes from there,
+        /// not inflated again; a message inflated is kept there, moved
+        /// (the entry it replaces lends its buffer to the next message).
+        pub fn inflate(
+            &mut self,
+            session: &mut Session,
+            compressed: &[u8],
+            limit: usize,
+        ) -> Result<&[u8], String> {
+            let mut buf = std::mem::take(&mut self.inflated);
+            if self.cache.is_empty() || session.params.server_takeover {
+                let result = self.inflate_uncached(session, compressed, &mut buf, limit);
+                self.inflated = buf;
+                return result.map(|()| &self.inflated[..]);
+            }
+            // Two ways per set: the entry to replace is the one filled
+            // before the other.
+            let set = cache_set(compressed, self.cache.len() / 2);
+            let hit = (2 * set..2 * set + 2).find(|&slot| {
+                self.cache[slot].as_ref().is_some_and(|(packed, plain)| {
+                    packed[..] == *compressed && plain.len() <= limit
+                })
+            });
+            if let Some(slot) = hit {
+                self.inflated = buf;
+                return Ok(self.cache[slot]
+                    .as_ref()
+                    .map_or(&[], |(_, plain)| &plain[..]));
+            }
+            let result = self.inflate_uncached(session, compressed, &mut buf, limit);
+            if result.is_err() || buf.len() > CACHED_MAX {
+                self.inflated = buf;
+                return result.map(|()| &self.inflated[..]);
+            }
+            let slot = 2 * set + usize::from(self.cache_older[set]);
+            self.cache_older[set] ^= 1;
+            let (packed, plain) = self.cache[slot].get_or_insert_with(Default::default);
+            packed.clear();
+            packed.extend_from_slice(compressed);
+            std::mem::swap(plain, &mut buf);
+            buf.clear();
+            self.inflated = buf;
+            Ok(&plain[..])
+        }
+
+        /// Inflates one compressed message (`compressed`, its tail
+        /// stripped) for `session` into `out` (cleared first): with the
+        /// shared inflater reset, or the connection's own when the server
+        /// keeps its context. More than `limit` bytes is an error.
+        pub fn inflate_uncached(
+            &mut self,
+            session: &mut Session,
+            compressed: &[u8],
+            out: &mut Vec<u8>,
+            limit: usize,
+        ) -> Result<(), String> {
+            let inflater = if session.params.server_takeover {
+                &mut **session
+                    .decompress
+                    .get_or_insert_with(|| Box::new(Decompress::new(false)))
+            } else {
+                self.decompress.reset(false);
+                &mut self.decompress
+            };
+            out.clear();
+            let ended = inflate_sync(inflater, compressed, out, limit)?
+                || inflate_sync(inflater, &TAIL, out, limit)?;
+            if ended {
+                // A final block ends the stream: the next message starts
+                // a new one (an empty context).
+                inflater.reset(false);
+            }
+            Ok(())
+        }
+    }
+
+    /// Compresses `input` with a sync flush onto `out` and strips the
+    /// `00 00 ff ff` (an empty input right after a flush yields a lone
+    /// `00`, the start of an empty stored block).
+    fn sync_stripped(c: &mut Compress, input: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+        let at = out.len();
+        deflate_sync(c, input, out)?;
+        if out.len() == at {
+            out.push(0x00);
+        } else if out[at..].ends_with(&TAIL) {
+            out.truncate(out.len() - TAIL.len());
+        } else {
+            return Err("sync flush without its 00 00 ff ff tail".into());
+        }
+        Ok(())
+    }
+
+    /// Compresses all of `input` with a sync flush, appending to `out`
+    /// (grown as needed).
+    fn deflate_sync(c: &mut Compress, input: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+        let start = c.total_in();
+        out.reserve(input.len() + input.len() / 16 + 64);
+        loop {
+            let used = (c.total_in() - start) as usize;
+            c.compress_vec(&input[used..], out, FlushCompress::Sync)
+                .map_err(|e| format!("deflate: {e}"))?;
+            // Done once all input is in and the flush left room to spare.
+            if (c.total_in() - start) as usize == input.len() && out.len() < out.capacity() {
+                return Ok(());
+            }
+            out.reserve(out.capacity().max(64));
+        }
+    }
+
+    /// Feeds `input` to `d`, appending what it inflates to `out` (grown as
+    /// needed, to at most `limit` bytes); true if the stream ended (a
+    /// final block).
+    fn inflate_sync(
+        d: &mut Decompress,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        limit: usize,
+    ) -> Result<bool, String> {
+        let start = d.total_in();
+        loop {
+            if out.capacity() - out.len() < 1024 {
+                out.reserve((out.capacity()).clamp(4096, 1 << 20));
+            }
+            let (used, had) = ((d.total_in() - start) as usize, out.len());
+            let status = d
+                .decompress_vec(&input[used..], out, FlushDecompress::Sync)
+                .map_err(|e| format!("inflate: {e}"))?;
+            if out.len() > limit {
+                return Err(format!("a message inflating to over {limit} bytes"));
+            }
+            let now_used = (d.total_in() - start) as usize;
+            match status {
+                Status::StreamEnd => return Ok(true),
+                _ if now_used == input.len() && out.len() < out.capacity() => return Ok(false),
+                Status::BufError if now_used == used && out.len() == had => {
+                    return Err("inflate: no progress (a truncated stream?)".into());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn fresh() -> Params {
+            parse_response(&[b"permessage-deflate; server_no_context_takeover; \
+                client_no_context_takeover"])
+            .expect("valid")
+        }
+
+        #[test]
+        fn responses() {
+            assert_eq!(
+                fresh(),
+                Params {
+                    client_window_bits: 15,
+                    client_takeover: false,
+                    server_takeover: false
+                }
+            );
+            let p = parse_response(&[b"permessage-deflate;client_max_window_bits=10"]).unwrap();
+            assert_eq!(
+                (p.client_window_bits, p.client_takeover, p.server_takeover),
+                (10, true, true)
+            );
+            let p =
+                parse_response(&[b"permessage-deflate; server_max_window_bits=\"12\""]).unwrap();
+            assert_eq!(p.client_window_bits, 15);
+            for bad in [
+                &b""[..],
+                b"x-webkit-deflate-frame",
+                b"permessage-deflate; client_max_window_bits",
+                b"permessage-deflate; client_max_window_bits=8",
+                b"permessage-deflate; server_max_window_bits=16",
+                b"permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+                b"permessage-deflate; client_no_context_takeover=1",
+                b"permessage-deflate; mystery",
+                b"permessage-deflate, permessage-deflate",
+            ] {
+                assert!(
+                    parse_response(&[bad]).is_err(),
+                    "{:?}",
+                    String::from_utf8_lossy(bad)
+                );
+            }
+            assert!(parse_response(&[]).is_err());
+        }
+
+        /// Messages compressed as the client does inflate back, with fresh
+        /// contexts and with contexts kept, small windows and big messages;
+        /// the stream has no tail and its bytes match a plain flate2 round
+        /// trip.
+        #[test]
+        fn round_trips() {
+            let doc = crate::json_snapshot(16 * 1024).into_bytes();
+            let messages: Vec<Vec<u8>> = vec![
+                b"{\"type\":\"chat\"}".to_vec(),
+                Vec::new(),
+                doc.clone(),
+                doc.repeat(8),
+                (0..100_000u32)
+                    .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+                    .collect(),
+                doc,
+            ];
+            for response in [
+                &b"permessage-deflate; server_no_context_takeover; client_no_context_takeover"[..],
+                b"permessage-deflate",
+                b"permessage-deflate; client_max_window_bits=9",
+                b"permessage-deflate; client_no_context_takeover; client_max_window_bits=11",
+            ] {
+                let params = parse_response(&[response]).unwrap();
+                for level in [0, 1, 6, 9] {
+                    let mut sender = Codec::new(level, false);
+                    let mut receiver = Codec::new(level, true);
+                    let mut tx = Session::new(params);
+                    // The receiving side mirrors the sender's context rule.
+                    let mut rx = Session::new(Params {
+                        server_takeover: params.client_takeover,
+                        ..params
+                    });
+                    for _ in 0..2 {
+                        for m in &messages {
+                            sender.plain.clear();
+                            sender.plain.extend_from_slice(m);
+                            sender.compress(&mut tx).unwrap();
+                            assert!(!sender.packed.ends_with(&TAIL) || m.is_empty());
+                            let out = receiver.inflate(&mut rx, &sender.packed, 64 << 20).unwrap();
+                            assert!(out == *m, "{} bytes at level {level}", m.len());
+                        }
+                    }
+                    assert!(
+                        receiver.inflate(&mut rx, &[0xFF; 64], 1 << 20).is_err()
+                            || !params.client_takeover
+                    );
+                }
+            }
+        }
+
+        /// The same compressed message twice is inflated once, and a
+        /// different one in between is not mistaken for it.
+        #[test]
+        fn repeated_messages() {
+            let mut codec = Codec::new(1, true);
+            let mut session = Session::new(fresh());
+            let mut packed = Vec::new();
+            let messages = [&b"first message, first message"[..], b"second message"];
+            for m in messages {
+                codec.plain = m.to_vec();
+                codec.compress(&mut session).unwrap();
+                packed.push(codec.packed.clone());
+            }
+            for i in [0, 0, 1, 1, 0, 1] {
+                let out = codec.inflate(&mut session, &packed[i], 1000).unwrap();
+                assert_eq!(out, messages[i]);
+            }
+            assert_eq!(codec.cache.iter().filter(|e| e.is_some()).count(), 2);
+            assert!(codec.inflate(&mut session, &[0xFF; 4], 1000).is_err());
+            assert!(codec.inflate(&mut session, &[0xFF; 4], 1000).is_err());
+            // Over the limit, even cached.
+            assert!(codec.inflate(&mut session, &packed[0], 10).is_err());
+            let out = codec.inflate(&mut session, &packed[1], 1000).unwrap();
+            assert_eq!(out, messages[1]);
+            // Many messages: every one inflates right, cached or not.
+            let many: Vec<(Vec<u8>, Vec<u8>)> = (0..3 * CACHE_SETS)
+                .map(|i| {
+                    codec.plain = format!("message {i} of many, many messages").into_bytes();
+                    codec.compress(&mut session).unwrap();
+                    (codec.plain.clone(), codec.packed.clone())
+                })
+                .collect();
+            for round in 0..3 {
+                for (plain, packed) in many.iter().skip(round * 100) {
+                    assert_eq!(
+                        codec.inflate(&mut session, packed, 1000).unwrap(),
+                        &plain[..]
+                    );
+                }
+            }
+        }
+
+        #[test]
+        fn limit_and_corruption() {
+            let mut codec = Codec::new(6, false);
+            let mut session = Session::new(fresh());
+            codec.plain = vec![b'x'; 1 << 20];
+            codec.compress(&mut session).unwrap();
+            let packed = codec.packed.clone();
+            assert!(codec.inflate(&mut session, &packed, 1000).is_err());
+            assert!(codec.inflated.capacity() < 1 << 20);
+            assert_eq!(
+                codec.inflate(&mut session, &packed, 1 << 20).unwrap().len(),
+                1 << 20
+            );
+            assert!(codec.inflate(&mut session, &[0xFF; 16], 1 << 20).is_err());
+            // The shared inflater recovers for the next message.
+            assert_eq!(
+                codec.inflate(&mut session, &packed, 1 << 20).unwrap().len(),
+                1 << 20
+            );
         }
     }
 }

@@ -16,6 +16,15 @@
 #                               1,000, idle connections (RSS and handshake rate);
 #                               writes docs/bench-tls-latest.md. --smoke runs one
 #                               TLS echo and one TLS broadcast cell too
+#   scripts/bench.sh --deflate  wsloop with permessage-deflate beside without (one
+#                               binary, built with --features deflate; wsbench
+#                               --deflate compresses as browsers do): echo of a chat
+#                               line, a ~200 B ticker and a 16 KiB JSON document,
+#                               the ticker broadcast to 1,000, idle connections
+#                               (RSS per connection); server CPU and wire bytes per
+#                               message side by side; writes docs/bench-deflate-latest.md.
+#                               --smoke runs one deflate echo and one deflate
+#                               broadcast cell too
 #
 # Environment:
 #   BENCH_SECS=3      measured seconds per cell (full matrix)
@@ -45,8 +54,9 @@ case "${1:-}" in
   --smoke) MODE=smoke ;;
   --peers) MODE=peers ;;
   --tls) MODE=tls ;;
+  --deflate) MODE=deflate ;;
   "") ;;
-  *) echo "usage: scripts/bench.sh [--smoke | --peers | --tls]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh [--smoke | --peers | --tls | --deflate]" >&2; exit 2 ;;
 esac
 
 SECS="${BENCH_SECS:-3}"
@@ -55,9 +65,12 @@ PORT="${BENCH_PORT:-21100}"
 OUT="${BENCH_OUT:-docs/bench-latest.md}"
 [ "$MODE" = peers ] && OUT="${BENCH_OUT:-docs/peers-latest.md}"
 [ "$MODE" = tls ] && OUT="${BENCH_OUT:-docs/bench-tls-latest.md}"
-# What the report compares: wsloop with the raw loops, or wss:// with ws://.
+[ "$MODE" = deflate ] && OUT="${BENCH_OUT:-docs/bench-deflate-latest.md}"
+# What the report compares: wsloop with the raw loops, wss:// with ws://, or
+# permessage-deflate with without.
 COMPARE=raw
 [ "$MODE" = tls ] && COMPARE=tls
+[ "$MODE" = deflate ] && COMPARE=deflate
 TARGET="${CARGO_TARGET_DIR:-target}"
 WSLOOP="$TARGET/release/wsloop"
 WSBENCH="$TARGET/release/examples/wsbench"
@@ -68,9 +81,15 @@ LATENCY_PAIR="$TARGET/release/examples/latency_pair"
 echo "bench: building (release)"
 # With TLS compiled in (smoke and --tls): wsloop serves wss:// when given a
 # certificate, and wsbench gets its --tls client. Without a certificate the
-# same binary serves plain ws:// on the plain path.
+# same binary serves plain ws:// on the plain path. Likewise with deflate
+# (smoke and --deflate): wsloop offers permessage-deflate only with
+# --deflate, and wsbench gets its --deflate client.
 FEATURES=()
-[ "$MODE" = smoke ] || [ "$MODE" = tls ] && FEATURES=(--features tls)
+case "$MODE" in
+  smoke) FEATURES=(--features "tls deflate") ;;
+  tls) FEATURES=(--features tls) ;;
+  deflate) FEATURES=(--features deflate) ;;
+esac
 cargo build --release --quiet "${FEATURES[@]}" --bin wsloop --example wsbench --example raw_echo \
   --example raw_fanout --example latency_pair
 
@@ -108,7 +127,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-if [ ${#FEATURES[@]} -gt 0 ]; then
+if [ "$MODE" = smoke ] || [ "$MODE" = tls ]; then
   # A test CA and a P-256 server certificate it signed, for localhost and
   # 127.0.0.1: wsbench verifies the chain as a browser would.
   command -v openssl >/dev/null || { echo "bench: TLS cells need the openssl CLI" >&2; exit 1; }
@@ -147,7 +166,8 @@ RUNS=0
 export RUST_LOG=warn
 # run CELL SIDE SERVER_KIND PING WSBENCH_ARGS...: one measurement. SERVER_KIND
 # is echo | broadcast (wsloop modes), tls_echo | tls_broadcast (the same over
-# wss://) or raw_echo | raw_fanout.
+# wss://), deflate_echo | deflate_broadcast (the same with permessage-deflate
+# offered by wsloop and asked for by wsbench) or raw_echo | raw_fanout.
 run() {
   local cell="$1" side="$2" kind="$3" ping="$4"
   shift 4
@@ -165,6 +185,11 @@ run() {
         --ping-interval "$ping" --max-connections 100000 \
         --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem"
       client=(--tls --ca "$WORK/ca.pem")
+      ;;
+    deflate_echo | deflate_broadcast)
+      start_server "$port" "$WSLOOP" --listen "127.0.0.1:$port" --mode "${kind#deflate_}" \
+        --ping-interval "$ping" --max-connections 100000 --deflate
+      client=(--deflate)
       ;;
     bun_echo | bun_broadcast)
       start_server "$port" "$BUN" benches/peers/bun_server.js "$port" "${kind#bun_}"
@@ -223,6 +248,18 @@ tls_pair() {
   for round in $(seq "$rounds"); do
     run "$cell" wss "tls_$kind" 0 "$@"
     run "$cell" ws "$kind" 0 "$@"
+  done
+}
+
+# deflate_pair CELL echo|broadcast ARGS...: wsloop with permessage-deflate
+# negotiated, then without, same binary and traffic.
+deflate_pair() {
+  local cell="$1" kind="$2" rounds=1 round
+  shift 2
+  [ "$MODE" = deflate ] && rounds="$REPS"
+  for round in $(seq "$rounds"); do
+    run "$cell" deflate "deflate_$kind" 0 "$@"
+    run "$cell" plain "$kind" 0 "$@"
   done
 }
 
@@ -286,6 +323,10 @@ if [ "$MODE" = smoke ]; then
   paired "smoke paired latency" 1
   tls_pair "smoke tls echo" echo --mode echo --conns 4 --inflight 4 --size 64 --duration 1
   tls_pair "smoke tls broadcast" broadcast --mode broadcast --conns 20 --size 64 --duration 1
+  deflate_pair "smoke deflate echo" echo --mode echo --conns 4 --inflight 4 --payload ticker \
+    --duration 1
+  deflate_pair "smoke deflate broadcast" broadcast --mode broadcast --conns 20 --payload ticker \
+    --duration 1
   if [ "$FAILED" -ne 0 ]; then
     echo "bench-smoke: FAILED" >&2
     exit 1
@@ -334,6 +375,21 @@ if [ "$MODE" = tls ]; then
   # Every connection makes a full TLS handshake (no resumption).
   tls_pair "$IDLE idle conns" echo \
     --mode connect --conns "$IDLE" --sources 4 --duration 60 --hold 1
+elif [ "$MODE" = deflate ]; then
+  # wsbench compresses every message it sends at zlib's default level, as
+  # browsers do; wsloop (default flags) compresses what it sends from 128 B
+  # up, so the chat line's replies go out uncompressed.
+  deflate_pair "echo chat line (79 B), 100 conns x 16" echo \
+    --mode echo --conns 100 --inflight 16 --payload chat --duration "$SECS"
+  deflate_pair "echo ticker (200 B), 100 conns x 16" echo \
+    --mode echo --conns 100 --inflight 16 --payload ticker --duration "$SECS"
+  deflate_pair "echo JSON 16 KiB, 10 conns x 4" echo \
+    --mode echo --conns 10 --inflight 4 --payload json16k --duration "$SECS"
+  deflate_pair "broadcast ticker (200 B) to 1,000" broadcast \
+    --mode broadcast --conns 1000 --payload ticker --window 64 --duration "$SECS"
+  # Target: RSS per connection within 16 B of the connections without it.
+  deflate_pair "$IDLE idle conns" echo \
+    --mode connect --conns "$IDLE" --sources 4 --duration 30 --hold 1
 else
   pair "echo 64 B, 100 conns x 16" echo raw_echo \
     --mode echo --conns 100 --inflight 16 --size 64 --duration "$SECS"

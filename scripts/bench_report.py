@@ -3,8 +3,10 @@ cell by cell, as medians over the rounds and per-round ratios.
 
     bench_report.py COMPARISON RESULTS_TSV OUT DATE NPROC CPU KERNEL REV PINNED SECS ELAPSED LOAD
 
-COMPARISON is `raw` (wsloop beside the raw mio loops, `make bench`) or
-`tls` (wsloop's wss:// beside its own ws://, `scripts/bench.sh --tls`).
+COMPARISON is `raw` (wsloop beside the raw mio loops, `make bench`),
+`tls` (wsloop's wss:// beside its own ws://, `scripts/bench.sh --tls`) or
+`deflate` (wsloop with permessage-deflate beside without,
+`scripts/bench.sh --deflate`; its table adds the wire bytes per message).
 """
 
 import json
@@ -39,6 +41,28 @@ COMPARISONS = {
         "better": "above 1 is better for TLS on rates (the target for echo 64 B is ≥ 0.60)",
         "idle": "per heartbeat: a ping and its pong.",
     },
+    "deflate": {
+        "side": "deflate", "base": "plain", "side_label": "deflate", "base_label": "plain",
+        "ratio": "deflate / plain",
+        "title": "# wsloop with permessage-deflate: latest run",
+        "about": [
+            "- produced by `make bench-deflate` (scripts/bench.sh --deflate): the same `wsloop`",
+            "  binary (built with `--features deflate`) runs with `--deflate` (default threshold",
+            "  128 B and level), then without, for the same wsbench cell; wsbench `--deflate`",
+            "  offers what browsers offer and compresses every message it sends at zlib's",
+            "  default level 6, as browsers do; payloads are wsbench's JSON kinds (`--payload`)",
+            "- wire B/msg: bytes on the sockets (frames with headers and masks) per message,",
+            "  out = per message wsbench sent (echo request, publish), in = per message it",
+            "  received (echo reply, delivery to one subscriber). wsbench sends each message as",
+            "  a frame compressed once with its stamps patched in (so that the client is never",
+            "  the bottleneck): 10-25 B longer than the message compressed whole, as the details",
+            "  say (`--deflate-full` compresses each message whole, at ~3 µs and more each)",
+        ],
+        "rounds": "(round i with deflate against round i without, run back to back)",
+        "better": "above 1 is better for deflate on rates",
+        "idle": "per heartbeat: a ping and its pong.",
+        "wire": True,
+    },
 }
 
 
@@ -60,13 +84,39 @@ def metric(r):
     return "server RSS bytes/conn", r.get("rss_per_conn_bytes")
 
 
-def detail(r):
+def wire(r):
+    """"out / in" wire bytes per message, or None where not reported."""
+    out, inb = r.get("wire_bytes_out_per_msg"), r.get("wire_bytes_in_per_msg")
+    if out is None or inb is None:
+        return None
+    return out, inb
+
+
+def wire_cell(runs):
+    """The medians over the rounds of a side's wire bytes, as "out / in"."""
+    pairs = [w for w in map(wire, runs) if w]
+    if not pairs:
+        return "–"
+    return f"{fmt(median(o for o, _ in pairs))} / {fmt(median(i for _, i in pairs))}"
+
+
+def detail(r, with_wire=False):
     if not r:
         return "–"
     mode = r.get("mode")
     bad = (r.get("errors") or 0) + (r.get("lost") or 0) + (r.get("connect_failed") or 0)
     bad += (r.get("duplicated") or 0) + (r.get("reordered") or 0)
     flag = "" if bad == 0 else f" **{bad} errors/lost**"
+    if with_wire and wire(r):
+        out, inb = wire(r)
+        notes = []
+        if r.get("compressed_in_pct") is not None:
+            notes.append(f"{fmt(r['compressed_in_pct'], '%')} received compressed")
+        if r.get("deflate_prepared_extra_bytes") is not None:
+            notes.append(f"out includes {r['deflate_prepared_extra_bytes']:+.0f} B/msg of "
+                         "wsbench's prepared frames")
+        flag = (f", wire {fmt(out)}/{fmt(inb)} B/msg out/in"
+                + (f" ({'; '.join(notes)})" if notes else "") + flag)
     if mode == "echo":
         return (f"{fmt(r.get('rt_per_s'))} rt/s, {fmt(r.get('mb_per_s'))} MB/s, p50/p99/p99.9 "
                 f"{fmt(r.get('lat_p50_us'))}/{fmt(r.get('lat_p99_us'))}/{fmt(r.get('lat_p999_us'))} µs, "
@@ -124,6 +174,9 @@ def main():
     def ratios(cell, value):
         return per_round_ratios(rows[cell].get(side, []), rows[cell].get(base, []), value)
 
+    with_wire = c.get("wire", False)
+    wire_head = f" wire B/msg out / in, {c['side_label']} | {c['base_label']} |" if with_wire else ""
+    wire_rule = "---:|---:|" if with_wire else ""
     lines = [
         c["title"],
         "",
@@ -135,8 +188,9 @@ def main():
         *c["about"],
         "",
         f"| cell | headline metric | {c['side_label']} | {c['base_label']} | {c['ratio']} (rounds) "
-        f"| server CPU ns/msg, {c['side_label']} | {c['base_label']} | {c['ratio']} (rounds) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        f"| server CPU ns/msg, {c['side_label']} | {c['base_label']} | {c['ratio']} (rounds) |"
+        + wire_head,
+        "|---|---|---:|---:|---:|---:|---:|---:|" + wire_rule,
     ]
     table_at = len(lines) - 2
     for cell in order:
@@ -147,12 +201,23 @@ def main():
                      f"| {summary(ratios(cell, lambda r: metric(r)[1]))} "
                      f"| {fmt(median(cpu_per_msg(r) for r in a))} "
                      f"| {fmt(median(cpu_per_msg(r) for r in b))} "
-                     f"| {summary(ratios(cell, cpu_per_msg))} |")
+                     f"| {summary(ratios(cell, cpu_per_msg))} |"
+                     + (f" {wire_cell(a)} | {wire_cell(b)} |" if with_wire else ""))
     lines += [
         "",
         "Values are medians over the rounds; a ratio is the median of the per-round ratios",
         f"{c['rounds']}, with their range.",
     ]
+    if comparison == "deflate":
+        for cell in order:
+            a, b = rows[cell].get(side, []), rows[cell].get(base, [])
+            if cell.endswith(": connects") or not a or a[0].get("mode") != "connect":
+                continue
+            da = median(r.get("rss_per_conn_bytes") for r in a)
+            db = median(r.get("rss_per_conn_bytes") for r in b)
+            if da is not None and db is not None:
+                lines.append(f"{cell}: server RSS per connection with deflate minus without: "
+                             f"{fmt(da - db)} B (medians; the target is at most 16 B).")
     if comparison == "raw":
         lines += [
             "The paired latency cell runs both servers at once: examples/latency_pair.rs sends one",
@@ -180,7 +245,7 @@ def main():
         lines.append(f"- **{cell}**")
         for s in (side, base):
             for i, r in enumerate(rows[cell].get(s, []), 1):
-                lines.append(f"  - {s}, round {i}: {detail(r)}")
+                lines.append(f"  - {s}, round {i}: {detail(r, with_wire)}")
     lines += ["", "## Raw results", "", "```"]
     for cell in order:
         if cell.endswith(": connects"):
