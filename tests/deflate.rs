@@ -389,3 +389,46 @@ fn a_malformed_extensions_header_fails_the_handshake_with_400() {
     ws.send_text("after");
     assert_eq!(read_message(&mut ws), (b"after".to_vec(), false));
 }
+
+/// With `client_context_takeover`, a client that did not offer
+/// `client_no_context_takeover` keeps its context: its later messages
+/// refer back to earlier ones, and its own inflater follows them.
+#[test]
+fn an_embedder_can_let_clients_keep_their_compression_context() {
+    let server = deflate_server(|c| {
+        c.deflate = Some({
+            let mut d = DeflateConfig::default();
+            d.client_context_takeover = true;
+            d
+        })
+    });
+    let (mut ws, answer) = connect_offering(server.addr, "/echo", Some(BROWSER_OFFER));
+    let answer = answer.unwrap();
+    assert!(!answer.contains("client_no_context_takeover"), "{answer}");
+    // One compressor for the whole connection, never reset.
+    let mut deflate = Compress::new(Compression::default(), false);
+    let line = json_line(600);
+    let mut sizes = Vec::new();
+    for _ in 0..3 {
+        let mut out = Vec::with_capacity(2 * line.len() + 64);
+        deflate
+            .compress_vec(line.as_bytes(), &mut out, FlushCompress::Sync)
+            .unwrap();
+        out.truncate(out.len() - 4);
+        sizes.push(out.len());
+        ws.send_raw(&client_frame(true, 0b100, 0x1, &out));
+        let (echo, compressed) = read_message(&mut ws);
+        assert!(compressed);
+        assert_eq!(String::from_utf8(echo).unwrap(), line);
+    }
+    assert!(
+        sizes[1] * 4 < sizes[0],
+        "later messages refer back: {sizes:?}"
+    );
+    // A client that promised to reset still gets the shared inflater.
+    let offer = "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover";
+    let (mut ws, answer) = connect_offering(server.addr, "/echo", Some(offer));
+    assert!(answer.unwrap().contains("client_no_context_takeover"));
+    send_compressed(&mut ws, &line);
+    assert_eq!(read_message(&mut ws), (line.into_bytes(), true));
+}

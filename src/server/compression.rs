@@ -11,7 +11,12 @@
 
 use std::rc::Rc;
 
-use crate::protocol::deflate::{DeflateParams, DeflatePolicy, Deflater, Inflater};
+use std::collections::HashMap;
+
+use crate::protocol::ProtocolError;
+use crate::protocol::close::CloseCode;
+use crate::protocol::deflate::codec::ContextInflater;
+use crate::protocol::deflate::{DeflateParams, DeflatePolicy, Deflater, InflateError, Inflater};
 use crate::protocol::frame::{FrameHeader, OpCode, encode_frame_rsv1};
 use crate::protocol::message::Message;
 
@@ -38,6 +43,16 @@ pub struct DeflateConfig {
     /// The largest window the server compresses with, 9 to 15 (default 15).
     /// Smaller windows need less memory in every client's inflater.
     pub server_max_window_bits: u8,
+    /// Let clients keep their compression context between messages
+    /// (default false). By default the server answers
+    /// `client_no_context_takeover`, so one loop-wide inflater, reset per
+    /// message, serves every connection. With this set, a client that did
+    /// not offer `client_no_context_takeover` may refer back to its earlier
+    /// messages, which compresses a stream of similar messages better; each
+    /// such connection then gets its own inflater on its first compressed
+    /// message, about 48 KiB (zlib-rs sizes it for a 15-bit window), freed
+    /// when the connection ends. Budget `max_connections` × 48 KiB.
+    pub client_context_takeover: bool,
 }
 
 impl Default for DeflateConfig {
@@ -46,6 +61,7 @@ impl Default for DeflateConfig {
             threshold: 128,
             level: 1,
             server_max_window_bits: 15,
+            client_context_takeover: false,
         }
     }
 }
@@ -55,7 +71,7 @@ impl DeflateConfig {
     pub(crate) fn policy(&self) -> DeflatePolicy {
         DeflatePolicy {
             server_max_window_bits: self.server_max_window_bits,
-            client_no_context_takeover: true,
+            client_no_context_takeover: !self.client_context_takeover,
         }
     }
 }
@@ -72,6 +88,12 @@ pub(crate) struct Compression {
     scratch: Vec<u8>,
     /// The last frame [`Compression::frame_for`] built.
     frame: Vec<u8>,
+    /// The inflaters of connections that keep their compression context
+    /// ([`DeflateConfig::client_context_takeover`]), by slab key: beside
+    /// the slab, so other connections stay small.
+    contexts: HashMap<usize, Box<ContextInflater>>,
+    /// Where a context-keeping connection's message is inflated.
+    context_output: Vec<u8>,
 }
 
 impl Compression {
@@ -82,7 +104,40 @@ impl Compression {
             inflater: Some(Inflater::new()),
             scratch: Vec::new(),
             frame: Vec::new(),
+            contexts: HashMap::new(),
+            context_output: Vec::new(),
         }
+    }
+
+    /// Lends connection `key`'s own inflater (made on its first message)
+    /// and the buffer its messages inflate into, for a connection that
+    /// keeps its compression context between messages; give them back with
+    /// [`Compression::put_context`].
+    pub(crate) fn take_context(&mut self, key: usize) -> (Box<ContextInflater>, Vec<u8>) {
+        let inflater = self
+            .contexts
+            .remove(&key)
+            .unwrap_or_else(|| Box::new(ContextInflater::new(15)));
+        (inflater, std::mem::take(&mut self.context_output))
+    }
+
+    pub(crate) fn put_context(
+        &mut self,
+        key: usize,
+        inflater: Box<ContextInflater>,
+        mut out: Vec<u8>,
+    ) {
+        self.contexts.insert(key, inflater);
+        // Keep a buffer for the next message, not the largest one ever.
+        if out.capacity() > 64 * 1024 {
+            out = Vec::new();
+        }
+        self.context_output = out;
+    }
+
+    /// Frees the inflater of connection `key`, if it had one.
+    pub(crate) fn forget(&mut self, key: usize) {
+        self.contexts.remove(&key);
     }
 
     /// Lends the inflater; give it back with [`Compression::put_inflater`].
@@ -176,4 +231,35 @@ impl Variants {
             .get_or_insert_with(|| Rc::new(compression.recompress(frames, bits)))
             .clone()
     }
+}
+
+/// Inflates a message of a connection that keeps its compression context
+/// with its own `inflater` into `out` (cleared first), as
+/// [`crate::session::inflate_message`] does with the shared inflater.
+pub(crate) fn inflate_with_context<'a>(
+    inflater: &mut ContextInflater,
+    out: &'a mut Vec<u8>,
+    text: bool,
+    payload: &[u8],
+    limit: usize,
+) -> Result<Message<'a>, ProtocolError> {
+    out.clear();
+    inflater
+        .inflate_into(payload, limit, out)
+        .map_err(|error| match error {
+            InflateError::TooBig => ProtocolError::new(CloseCode::TOO_BIG, "message too big"),
+            InflateError::Corrupt => ProtocolError::new(
+                CloseCode::INVALID_PAYLOAD,
+                "compressed message does not inflate",
+            ),
+        })?;
+    if !text {
+        return Ok(Message::Binary(out));
+    }
+    std::str::from_utf8(out).map(Message::Text).map_err(|_| {
+        ProtocolError::new(
+            CloseCode::INVALID_PAYLOAD,
+            "text message is not valid UTF-8",
+        )
+    })
 }

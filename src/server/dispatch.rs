@@ -402,6 +402,37 @@ impl<H: Handler> Dispatch<H> {
         let Some(compression) = self.state.compression.as_mut() else {
             return; // unreachable: RSV1 is allowed only with deflate on
         };
+        let keeps_context = self.state.conns[key]
+            .session
+            .deflate()
+            .is_some_and(|params| !params.client_no_context_takeover);
+        if keeps_context {
+            // Its own inflater and the output buffer are lent out while the
+            // application reads the message; the compressors stay in the
+            // loop for its replies.
+            let (mut inflater, mut out) = compression.take_context(key);
+            let limit = self.state.session_config.decoder_limits.max_message_size;
+            let inflated = super::compression::inflate_with_context(
+                &mut inflater,
+                &mut out,
+                text,
+                payload,
+                limit,
+            );
+            match inflated {
+                Ok(msg) => {
+                    self.state.metrics.messages_in += 1;
+                    self.call_conn(key, |h, conn| h.on_message(conn, msg));
+                }
+                Err(error) => self.control(key, Control::Error(error)),
+            }
+            if let Some(compression) = self.state.compression.as_mut()
+                && self.state.conns.contains(key)
+            {
+                compression.put_context(key, inflater, out);
+            }
+            return;
+        }
         let mut inflater = compression.take_inflater();
         let limit = self.state.session_config.decoder_limits.max_message_size;
         match crate::session::inflate_message(&mut inflater, text, payload, limit) {
@@ -458,6 +489,10 @@ impl<H: Handler> Dispatch<H> {
         conn.transport.close_notify();
         let _ = conn.transport.send_pending();
         self.state.forwarded_peers.remove(&key);
+        #[cfg(feature = "deflate")]
+        if let Some(compression) = self.state.compression.as_mut() {
+            compression.forget(key);
+        }
     }
 
     /// Writes what connection `key` has queued, then applies what the
