@@ -17,6 +17,7 @@ import argparse
 import collections
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -30,9 +31,24 @@ KOSOKU_TIMEOUT = 900.0
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port that was free a moment ago, below the kernel's
+    ephemeral range: while nothing listens there yet, a probe cannot be
+    given the same port as its own end and connect to itself."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random(os.getpid() ^ time.monotonic_ns())
+    for _ in range(200):
+        port = rng.randrange(10_000, max(low, 10_001))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    sys.exit(f"autobahn: no free port below {low}")
 
 
 def wait_for_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 10.0) -> None:

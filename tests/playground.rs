@@ -4,8 +4,8 @@
 
 mod common;
 
-use std::io::Read;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -27,39 +27,45 @@ impl Drop for Bin {
 }
 
 impl Bin {
-    /// Starts the binary on a free port with `args`, and waits until it
-    /// accepts connections.
+    /// Starts the binary on a port the kernel picks (`--listen
+    /// 127.0.0.1:0`) with `args`, and returns once its log says where it
+    /// listens. (Picking a free port first and passing it on raced: the
+    /// port could be lost meanwhile, and a probe connecting to a port no
+    /// one listens on can connect to itself.)
     fn start(args: &[&str]) -> Bin {
-        for _attempt in 0..3 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-            let child = Command::new(BIN)
-                .arg("--listen")
-                .arg(addr.to_string())
-                .args(args)
-                .env("RUST_LOG", "warn")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn wsloop");
-            let mut bin = Bin { child, addr };
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = bin.child.try_wait() {
-                    break; // lost the port to someone else: try another
+        let mut child = Command::new(BIN)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn wsloop");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Reads the log to the end, so the child never blocks on a full
+        // pipe; the first "listening on" line says the address.
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(tx) = tx.take_if(|_| line.contains(" listening on ")) {
+                    let _ = tx.send(line);
                 }
-                if TcpStream::connect(addr).is_ok() {
-                    return bin;
-                }
-                std::thread::sleep(Duration::from_millis(10));
             }
-        }
-        panic!("wsloop did not start listening");
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("wsloop did not say where it listens");
+        let addr = line
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        Bin { child, addr }
     }
 
     fn pid(&self) -> u32 {

@@ -100,12 +100,30 @@ fn temp_dir() -> PathBuf {
     dir
 }
 
-/// A port of 127.0.0.1 that was free a moment ago.
+/// A port of 127.0.0.1 that was free a moment ago, below the kernel's
+/// ephemeral range: a probe connecting to it while nothing listens there
+/// cannot be given the same port as its own end and connect to itself.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
+    let low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    // Spread over the range by the process id and a counter, so parallel
+    // tests rarely try the same one.
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let span = low.saturating_sub(10_000).max(1);
+    for _ in 0..200 {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = 10_000
+            + ((std::process::id() as u16)
+                .wrapping_mul(31)
+                .wrapping_add(n.wrapping_mul(97))
+                % span);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below {low}");
 }
 
 /// The configuration: one process, everything inside `dir`, one server
