@@ -51,9 +51,9 @@ impl Chunk {
 /// A loop-wide pool of spare buffers and queue sets, so replies do not
 /// allocate in the steady state.
 ///
-/// The pool's own memory is bounded by its tiers: at most
-/// [`Self::MAX_SMALL`] buffers of up to [`Self::SMALL_CAPACITY`] bytes and
-/// [`Self::MAX_LARGE`] of up to [`Self::LARGE_CAPACITY`]. A single tier
+/// The pool's own memory is bounded by its tiers: at most 256 buffers of
+/// up to 4 KiB and 32 of up to 64 KiB (`MAX_SMALL`, `SMALL_CAPACITY`,
+/// `MAX_LARGE`, `LARGE_CAPACITY`). A single tier
 /// would let every pooled buffer ratchet up to the largest frame it ever
 /// carried, so occasional large messages would slowly turn the whole pool
 /// into large buffers (the soak test saw RSS creep for minutes that way).
