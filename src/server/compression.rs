@@ -145,7 +145,9 @@ impl Compression {
         self.inflater.take().unwrap_or_default()
     }
 
-    pub(crate) fn put_inflater(&mut self, inflater: Inflater) {
+    pub(crate) fn put_inflater(&mut self, mut inflater: Inflater) {
+        // A 16 MiB message must not pin a 16 MiB buffer for good.
+        inflater.release();
         self.inflater = Some(inflater);
     }
 
