@@ -14,9 +14,8 @@ use std::rc::Rc;
 use std::collections::HashMap;
 
 use crate::protocol::ProtocolError;
-use crate::protocol::close::CloseCode;
 use crate::protocol::deflate::codec::ContextInflater;
-use crate::protocol::deflate::{DeflateParams, DeflatePolicy, Deflater, InflateError, Inflater};
+use crate::protocol::deflate::{DeflateParams, DeflatePolicy, Deflater, Inflater};
 use crate::protocol::frame::{FrameHeader, OpCode, encode_frame_rsv1};
 use crate::protocol::message::Message;
 
@@ -246,22 +245,7 @@ pub(crate) fn inflate_with_context<'a>(
     limit: usize,
 ) -> Result<Message<'a>, ProtocolError> {
     out.clear();
-    inflater
-        .inflate_into(payload, limit, out)
-        .map_err(|error| match error {
-            InflateError::TooBig => ProtocolError::new(CloseCode::TOO_BIG, "message too big"),
-            InflateError::Corrupt => ProtocolError::new(
-                CloseCode::INVALID_PAYLOAD,
-                "compressed message does not inflate",
-            ),
-        })?;
-    if !text {
-        return Ok(Message::Binary(out));
-    }
-    std::str::from_utf8(out).map(Message::Text).map_err(|_| {
-        ProtocolError::new(
-            CloseCode::INVALID_PAYLOAD,
-            "text message is not valid UTF-8",
-        )
-    })
+    let result = inflater.inflate_into(payload, limit, out);
+    let out: &'a [u8] = out;
+    crate::session::inflated_message(result.map(|()| out), text)
 }

@@ -283,15 +283,24 @@ pub fn inflate_message<'a>(
     payload: &[u8],
     max_message_size: usize,
 ) -> Result<Message<'a>, ProtocolError> {
-    let inflated = inflater
-        .inflate(payload, max_message_size)
-        .map_err(|error| match error {
-            InflateError::TooBig => ProtocolError::new(CloseCode::TOO_BIG, "message too big"),
-            InflateError::Corrupt => ProtocolError::new(
-                CloseCode::INVALID_PAYLOAD,
-                "compressed message does not inflate",
-            ),
-        })?;
+    inflated_message(inflater.inflate(payload, max_message_size), text)
+}
+
+/// The message an inflater's result makes (text validated as UTF-8), or
+/// the protocol error to close with: 1009 past the size limit, 1007 for
+/// corrupt data or invalid UTF-8. Shared by every inflater the loop uses.
+#[cfg(feature = "deflate")]
+pub fn inflated_message(
+    inflated: Result<&[u8], InflateError>,
+    text: bool,
+) -> Result<Message<'_>, ProtocolError> {
+    let inflated = inflated.map_err(|error| match error {
+        InflateError::TooBig => ProtocolError::new(CloseCode::TOO_BIG, "message too big"),
+        InflateError::Corrupt => ProtocolError::new(
+            CloseCode::INVALID_PAYLOAD,
+            "compressed message does not inflate",
+        ),
+    })?;
     if !text {
         return Ok(Message::Binary(inflated));
     }
